@@ -1,0 +1,53 @@
+"""Shared JSON reading for parsers: one error type, nothing but `ParseError` escapes."""
+
+from typing import Any
+
+import orjson
+
+from fanout.changes import ParseError
+
+
+def load_json(body: bytes) -> Any:
+    """The decoded JSON document, or ParseError."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"body is not JSON: {exc.msg}") from None
+
+
+def text(obj: dict[str, Any], key: str, *, where: str) -> str:
+    """A required non-empty string (numbers accepted and rendered), or ParseError."""
+    value = obj.get(key)
+    if isinstance(value, bool) or value is None:
+        raise ParseError(f"{where}: {key} is missing")
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ParseError(f"{where}: {key} must be a non-empty string")
+    return value.strip()
+
+
+def optional_text(obj: dict[str, Any], key: str) -> str | None:
+    """An optional string (numbers rendered); None for absent or empty."""
+    value = obj.get(key)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def as_object(value: Any, *, where: str) -> dict[str, Any]:
+    """`value` when it is a JSON object, else ParseError."""
+    if not isinstance(value, dict):
+        raise ParseError(f"{where} must be a JSON object")
+    return value
+
+
+def as_list(value: Any, *, where: str) -> list[Any]:
+    """`value` when it is a JSON array, else ParseError."""
+    if not isinstance(value, list):
+        raise ParseError(f"{where} must be a JSON array")
+    return value

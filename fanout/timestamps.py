@@ -1,0 +1,56 @@
+"""Provider timestamps to aware UTC datetimes, for every form the providers are seen sending."""
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+# 2015-10-05T14:42:19-0700, 2016-10-05T03:09:04.000Z, 2025-09-10T21:31:25.179851517Z (QuickBooks),
+# 2024-06-21T01:15:39.902 (Xero: no offset, always UTC), 2015-12-23T12:55:50-08:00.
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?"
+    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?",
+    re.ASCII,
+)
+# Xero's .NET JSON dates: /Date(1541176290160+0000)/
+_DOTNET = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/", re.ASCII)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An aware UTC datetime; a missing offset means UTC. Raises ValueError for anything else."""
+    value = value.strip()
+    match = _ISO.fullmatch(value)
+    if match:
+        year, month, day, hour, minute, second, fraction, offset = match.groups()
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
+        parsed = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            micro,
+            tzinfo=_offset(offset),
+        )
+        return parsed.astimezone(UTC)
+    match = _DOTNET.fullmatch(value)
+    if match:
+        return datetime.fromtimestamp(int(match.group(1)) / 1000, UTC)
+    raise ValueError(f"unrecognised timestamp {value[:40]!r}")
+
+
+def _offset(text: str | None) -> timezone:
+    if text is None or text in ("Z", "z"):
+        return UTC
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+    if hours > 23 or minutes > 59:
+        raise ValueError(f"bad UTC offset {text!r}")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, millisecond precision or finer as needed."""
+    utc = moment.astimezone(UTC)
+    text = utc.isoformat(timespec="microseconds" if utc.microsecond % 1000 else "milliseconds")
+    return text.replace("+00:00", "Z")

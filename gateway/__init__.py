@@ -1,0 +1,1 @@
+"""The process edges of Ledgerhook: HTTP app, CLI, settings, wiring, migrations, dev stack."""

@@ -1,0 +1,70 @@
+"""The Starlette application: routes, and the lifespan that wires services to the infrastructure."""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.health import Readiness, livez, metrics_endpoint
+from gateway.infra import Infrastructure, open_infrastructure
+from gateway.ingress import Ingress, empty
+from gateway.lifecycle import Lifecycle
+from gateway.metrics import Metrics
+from gateway.rawlog import RawLog
+from gateway.settings import Settings
+from gateway.sources import SharedSources
+
+WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def create_app(
+    settings: Settings, lifecycle: Lifecycle | None = None, infra: Infrastructure | None = None
+) -> Starlette:
+    """The gateway app. Opens its own infrastructure at startup unless `infra` is handed in."""
+    lifecycle = lifecycle or Lifecycle()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            live = infra or await stack.enter_async_context(open_infrastructure(settings))
+            rawlog = RawLog(live.producer, settings.topic_raw, settings.ack_timeout_seconds)
+            app.state.ingress = Ingress(
+                SharedSources(settings),
+                rawlog,
+                metrics,
+                settings.max_body_bytes,
+                settings.retry_after_seconds,
+            )
+            app.state.readiness = Readiness(lifecycle, live.producer, live.pool)
+            yield
+
+    async def webhook(request: Request) -> Response:
+        ingress: Ingress = request.app.state.ingress
+        return await ingress(request)
+
+    async def readyz(request: Request) -> Response:
+        readiness: Readiness = request.app.state.readiness
+        return await readiness(request)
+
+    routes = [
+        Route("/webhooks/{provider}", webhook, methods=WEBHOOK_METHODS),
+        Route("/webhooks/{provider}/{connection_id}", webhook, methods=WEBHOOK_METHODS),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
+    app.state.lifecycle = lifecycle
+    app.state.metrics = metrics
+    return app
+
+
+async def _bare_http_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 from routing carry no body, like every webhook answer."""
+    assert isinstance(exc, HTTPException)
+    return empty(exc.status_code, dict(exc.headers) if exc.headers else None)

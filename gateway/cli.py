@@ -1,0 +1,120 @@
+"""The `ledgerhook` command line."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.settings import KafkaSettings, SettingsError, load_settings
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from gateway.dev import DevOptions, run_dev
+
+    return run_dev(
+        DevOptions(host=args.host, port=args.port, kafka_port=args.kafka_port, data_dir=Path(args.data_dir))
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
+    return serve(load_settings(**overrides))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from gateway.kafka import ensure_topics
+    from gateway.migrate import migrate
+
+    settings = load_settings()
+    applied = asyncio.run(migrate(settings.database_url.get_secret_value()))
+    print(f"migrations applied: {', '.join(applied) or 'none pending'}")
+    if not args.skip_topics:
+        created = asyncio.run(ensure_topics(settings))
+        print(f"topics created: {', '.join(created) or 'none missing'}")
+    return 0
+
+
+def _send_sample(args: argparse.Namespace) -> int:
+    from gateway.send_sample import send_sample
+
+    try:
+        result = asyncio.run(send_sample(args.provider, args.url, args.account, args.legacy))
+    except ValueError as exc:
+        print(f"ledgerhook send-sample: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ledgerhook send-sample: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"POST {result.url} -> {result.status}"
+        + (f" (delivery {result.delivery_id})" if result.delivery_id else "")
+    )
+    return 0 if result.status == 200 else 1
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from gateway.tail import run_tail
+
+    settings = KafkaSettings(**({"kafka_bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
+    return run_tail(settings, args.topic, follow=not args.no_follow, from_end=args.from_end, limit=args.max)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ledgerhook", description="Webhook gateway for accounting integrations."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run everything locally on embedded PostgreSQL and Kafka")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument("--data-dir", default=".ledgerhook")
+    dev.set_defaults(func=_dev)
+
+    serve = commands.add_parser("serve", help="run the production gateway (configured from LEDGERHOOK_*)")
+    serve.add_argument("--host", default=None, help="default: LEDGERHOOK_HOST or 0.0.0.0")
+    serve.add_argument("--port", type=int, default=None, help="default: LEDGERHOOK_PORT or 8000")
+    serve.add_argument("--workers", type=int, default=None, help="default: LEDGERHOOK_WORKERS or 1")
+    serve.set_defaults(func=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and create missing topics")
+    migrate.add_argument("--skip-topics", action="store_true", help="leave Kafka topics alone")
+    migrate.set_defaults(func=_migrate)
+
+    sample = commands.add_parser("send-sample", help="sign a realistic sample delivery and post it")
+    sample.add_argument("provider", choices=["quickbooks", "xero"])
+    sample.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's base URL")
+    sample.add_argument("--account", default=None, help="realm id / tenant id to put in the sample")
+    sample.add_argument("--legacy", action="store_true", help="QuickBooks legacy eventNotifications format")
+    sample.set_defaults(func=_send_sample)
+
+    tail = commands.add_parser("tail", help="print a topic's records (CloudEvents pretty-printed)")
+    tail.add_argument("topic")
+    tail.add_argument(
+        "--bootstrap", default=None, help="default: LEDGERHOOK_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092"
+    )
+    tail.add_argument("--from-end", action="store_true", help="only records produced from now on")
+    tail.add_argument("--no-follow", action="store_true", help="exit once caught up")
+    tail.add_argument("--max", type=int, default=None, help="exit after this many records")
+    tail.set_defaults(func=_tail)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ledgerhook` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SettingsError as exc:
+        print(f"ledgerhook {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

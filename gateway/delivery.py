@@ -1,0 +1,65 @@
+"""A verified delivery as it is stored on the raw topic: the body unchanged plus a few headers."""
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fanout.timestamps import format_timestamp
+
+# Raw-topic header names; the fan-out worker reads the same names (see docs/architecture.md).
+H_DELIVERY_ID = "ledgerhook-delivery-id"
+H_PROVIDER = "ledgerhook-provider"
+H_CONNECTION_ID = "ledgerhook-connection-id"
+H_RECEIVED_AT = "ledgerhook-received-at"
+H_CONTENT_TYPE = "content-type"
+H_PROVIDER_EVENT_ID = "ledgerhook-provider-event-id"
+
+
+def new_delivery_id() -> str:
+    """A UUIDv7 (RFC 9562): millisecond time first, so delivery ids sort by arrival."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & (2**62 - 1)
+    return str(uuid.UUID(int=value))
+
+
+@dataclass(frozen=True, slots=True)
+class RawDelivery:
+    """One verified webhook delivery, ready for the raw topic."""
+
+    delivery_id: str
+    provider: str
+    body: bytes
+    received_at: datetime
+    content_type: str | None = None
+    connection_id: str | None = None
+    provider_event_id: str | None = None
+    account_key: str | None = None  # the provider account, when the delivery names exactly one
+
+    @property
+    def key(self) -> bytes:
+        """Partition key: the provider account keeps one account's deliveries in order."""
+        return (self.account_key or self.delivery_id).encode()
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka record headers; only the ones with a value."""
+        pairs = [
+            (H_DELIVERY_ID, self.delivery_id),
+            (H_PROVIDER, self.provider),
+            (H_RECEIVED_AT, format_timestamp(self.received_at)),
+            (H_CONTENT_TYPE, self.content_type),
+            (H_CONNECTION_ID, self.connection_id),
+            (H_PROVIDER_EVENT_ID, self.provider_event_id),
+        ]
+        return [(name, value.encode()) for name, value in pairs if value]
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)

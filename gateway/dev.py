@@ -1,0 +1,133 @@
+"""`ledgerhook dev`: embedded PostgreSQL and broker, migrations, topics, and the gateway, in one command.
+
+Ctrl-C or SIGTERM stops the gateway, then the broker, then PostgreSQL; nothing is left running.
+"""
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.app import create_app
+from gateway.devstack import DevStackError, EmbeddedBroker, EmbeddedPostgres, port_in_use
+from gateway.infra import open_infrastructure
+from gateway.kafka import ensure_topics
+from gateway.lifecycle import Lifecycle
+from gateway.logs import configure_logging
+from gateway.migrate import migrate
+from gateway.server import GatewayServer, uvicorn_config
+from gateway.settings import ENV_PREFIX, Settings, load_settings
+
+# Well-known secrets for the local stack only; `LEDGERHOOK_*` variables replace any of them.
+DEV_SECRETS = {
+    "QUICKBOOKS_VERIFIER_TOKENS": "dev-quickbooks-verifier-token",
+    "XERO_WEBHOOK_KEYS": "dev-xero-webhook-key",
+    "ADMIN_TOKENS": "dev-admin-token",
+}
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    """The flags of `ledgerhook dev`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    kafka_port: int = 9092
+    data_dir: Path = Path(".ledgerhook")
+
+
+def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Settings:
+    """Settings for the dev stack: embedded services, dev secrets, environment overrides on top."""
+    defaults: dict[str, Any] = {name.lower(): value for name, value in DEV_SECRETS.items()}
+    defaults |= {
+        "kafka_idempotent_producer": False,
+        "topic_partitions": 3,
+        "shutdown_drain_seconds": 0,
+        "log_level": "INFO",
+    }
+    chosen = {key: value for key, value in defaults.items() if f"{ENV_PREFIX}{key.upper()}" not in os.environ}
+    # The embedded services and the flags are what `dev` is for: they always apply.
+    chosen |= {
+        "database_url": database_url,
+        "kafka_bootstrap_servers": bootstrap,
+        "host": options.host,
+        "port": options.port,
+    }
+    return load_settings(**chosen)
+
+
+def banner(settings: Settings, options: DevOptions) -> str:
+    """What the developer needs to start using the stack."""
+    base = f"http://{options.host}:{options.port}"
+    secret = {name: os.environ.get(f"{ENV_PREFIX}{name}", value) for name, value in DEV_SECRETS.items()}
+    return "\n".join(
+        [
+            "",
+            "Ledgerhook dev stack is up.",
+            f"  gateway       {base}  (webhooks at {base}/webhooks/<provider>)",
+            f"  health        {base}/livez  {base}/readyz  {base}/metrics",
+            f"  kafka         {settings.kafka_bootstrap_servers}  (Tansu, in memory)",
+            f"  postgres      {settings.database_url.get_secret_value()}",
+            f"  data dir      {options.data_dir}",
+            "  dev secrets (override with LEDGERHOOK_* variables):",
+            *(f"    {ENV_PREFIX}{name}={value}" for name, value in secret.items()),
+            "",
+            "Try, in another terminal:",
+            f"  ledgerhook send-sample quickbooks --url {base}",
+            f"  ledgerhook tail {settings.topic_raw} --bootstrap {settings.kafka_bootstrap_servers}",
+            "",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+async def _serve(settings: Settings, options: DevOptions) -> None:
+    await migrate(settings.database_url.get_secret_value())
+    await ensure_topics(settings)
+    lifecycle = Lifecycle()
+    async with open_infrastructure(settings) as infra:
+        app = create_app(settings, lifecycle, infra)
+        server = GatewayServer(
+            uvicorn_config(settings, app, options.host, options.port), lifecycle, drain_seconds=0
+        )
+        print(banner(settings, options), file=sys.stderr, flush=True)
+        await server.serve()
+
+
+def run_dev(options: DevOptions) -> int:
+    """Run the whole stack in the foreground until Ctrl-C or SIGTERM; 0 on a clean stop."""
+    if port_in_use(options.host, options.port):
+        print(
+            f"ledgerhook dev: port {options.port} on {options.host} is already in use; "
+            "choose another with --port.",
+            file=sys.stderr,
+        )
+        return 2
+    if port_in_use("127.0.0.1", options.kafka_port):
+        print(
+            f"ledgerhook dev: Kafka port {options.kafka_port} is already in use; "
+            "choose another with --kafka-port.",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging("INFO")
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    postgres = EmbeddedPostgres(options.data_dir.resolve() / "postgres")
+    broker = EmbeddedBroker(options.kafka_port, log_path=options.data_dir / "broker.log")
+    try:
+        database_url = postgres.start()
+        broker.start()
+        settings = dev_settings(options, database_url, broker.bootstrap)
+        asyncio.run(_serve(settings, options))
+        return 0
+    except DevStackError as exc:
+        print(f"ledgerhook dev: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop()
+        postgres.stop()

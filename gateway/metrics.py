@@ -1,0 +1,46 @@
+"""Prometheus metrics, in a registry owned by the app (no process-global collectors)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """The gateway's metrics; one instance per process, exposed on `/metrics`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "ledgerhook_webhook_requests",
+            "Webhook requests by provider and outcome.",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.ack_seconds = Histogram(
+            "ledgerhook_webhook_ack_seconds",
+            "Time from request start to the stored acknowledgement.",
+            ["provider"],
+            buckets=ACK_BUCKETS,
+            registry=self.registry,
+        )
+        self.signature_failures = Counter(
+            "ledgerhook_webhook_signature_failures",
+            "Deliveries refused for their signature.",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
+        self.body_bytes = Counter(
+            "ledgerhook_webhook_body_bytes",
+            "Bytes of webhook bodies read.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "ledgerhook_webhook_in_flight",
+            "Webhook requests being handled now.",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,114 @@
+"""Configuration from `LEDGERHOOK_*` environment variables, validated once at start.
+
+Every setting is listed in the README's configuration table; keep the two in step.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LEDGERHOOK_"
+
+# Comma-separated in the environment (`a,b,c`), several active at once for rotation.
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+
+
+class SettingsError(Exception):
+    """One message naming every missing or invalid setting; never echoes a value."""
+
+
+class KafkaSettings(BaseSettings):
+    """The Kafka part of the configuration; enough for `ledgerhook tail`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, `host:port,...`."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_idempotent_producer: bool = Field(
+        True, description="Idempotent producer; switch off only for brokers without it (the dev broker)."
+    )
+    kafka_client_id: str = "ledgerhook"
+
+    # Topics.
+    topic_raw: str = "ledgerhook.webhooks.raw"
+    topic_changes: str = "ledgerhook.changes"
+    topic_account_events: str = "ledgerhook.account-events"
+    topic_quarantine: str = "ledgerhook.quarantine"
+    topic_partitions: int = Field(6, ge=1, description="Partitions for topics Ledgerhook creates.")
+    topic_replication_factor: int = Field(1, ge=1)
+
+
+class Settings(KafkaSettings):
+    """Everything a Ledgerhook process reads from its environment."""
+
+    database_url: SecretStr = Field(description="PostgreSQL DSN (PostgreSQL 14 or newer).")
+    kafka_bootstrap_servers: str = Field(description="Kafka bootstrap servers, `host:port,...`.")
+
+    # Ingress.
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest webhook body accepted (413 above).")
+    ack_timeout_seconds: float = Field(
+        2.0, gt=0, description="How long a delivery waits for the broker's ack before a 503."
+    )
+    retry_after_seconds: int = Field(5, ge=0, description="`Retry-After` sent with a 503.")
+    quickbooks_verifier_tokens: SecretList = Field(
+        (), description="QuickBooks webhook verifier tokens, comma-separated (several for rotation)."
+    )
+    xero_webhook_keys: SecretList = Field((), description="Xero webhook keys, comma-separated.")
+
+    # Admin API.
+    admin_tokens: SecretList = Field((), description="Bearer tokens for `/admin/v1`, comma-separated.")
+
+    # Process.
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_drain_seconds: float = Field(
+        5.0, ge=0, description="After SIGTERM, how long `/readyz` answers 503 before the listener closes."
+    )
+    shutdown_timeout_seconds: float = Field(
+        20.0, gt=0, description="Bound on waiting for in-flight requests at shutdown."
+    )
+
+    @field_validator("quickbooks_verifier_tokens", "xero_webhook_keys", "admin_tokens", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (overrides win), or SettingsError naming every problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """`LEDGERHOOK_X: reason` lines for a validation error, without the offending values."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        reason = "is required but not set" if error["type"] == "missing" else error["msg"]
+        lines.append(f"  {ENV_PREFIX}{field.upper()}: {reason}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def secret_values(secrets: tuple[SecretStr, ...]) -> list[str]:
+    """The plain values of a secret list, for handing to a signature scheme."""
+    return [s.get_secret_value() for s in secrets]
