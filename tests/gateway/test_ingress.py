@@ -164,7 +164,7 @@ async def test_xero_delivery_mixing_tenants_is_keyed_by_delivery(gateway: Runnin
     records = await read_topic(gateway.settings.kafka_bootstrap_servers, gateway.settings.topic_raw)
     keys = sorted(r.key for r in records)
     assert b"tenant-a" in keys
-    mixed = [r for r in records if r.value == body][0]
+    mixed = next(r for r in records if r.value == body)
     assert mixed.key == header(mixed, H_DELIVERY_ID).encode()
 
 
