@@ -1,0 +1,146 @@
+"""`ledgerhook dev`, `send-sample` and `tail` as a newcomer uses them, each a real process."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from gateway.devstack import free_port
+
+LEDGERHOOK = [sys.executable, "-m", "gateway.cli"]
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LEDGERHOOK_")} | values
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "dev stack exited early"
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("dev stack never became ready")
+
+
+def processes_using(path: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(path) in cmdline:
+            found.append(process)
+    return found
+
+
+def test_dev_stack_end_to_end(tmp_path: Path) -> None:
+    port, kafka_port = free_port(), free_port()
+    data_dir = tmp_path / "state"
+    base = f"http://127.0.0.1:{port}"
+    # A secret from the environment replaces the dev default.
+    env = clean_env(LEDGERHOOK_XERO_WEBHOOK_KEYS="my-own-xero-key")
+    dev = subprocess.Popen(
+        [
+            *LEDGERHOOK,
+            "dev",
+            "--port",
+            str(port),
+            "--kafka-port",
+            str(kafka_port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(base, dev)
+        sent = []
+        for provider in ("quickbooks", "xero"):
+            result = subprocess.run(
+                [*LEDGERHOOK, "send-sample", provider, "--url", base],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 0, result.stderr
+            assert "-> 200" in result.stdout
+            sent.append(result.stdout.split("(delivery ")[1].rstrip(")\n"))
+        # Signed with a secret the gateway does not hold: refused.
+        wrong = subprocess.run(
+            [*LEDGERHOOK, "send-sample", "xero", "--url", base],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert wrong.returncode == 1 and "-> 401" in wrong.stdout
+
+        tail = subprocess.run(
+            [
+                *LEDGERHOOK,
+                "tail",
+                "ledgerhook.webhooks.raw",
+                "--bootstrap",
+                f"127.0.0.1:{kafka_port}",
+                "--no-follow",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert tail.returncode == 0, tail.stderr
+        for delivery_id in sent:
+            assert f"ledgerhook-delivery-id: {delivery_id}" in tail.stdout
+        assert '"eventCategory"' in tail.stdout and '"intuitaccountid"' in tail.stdout
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        code = dev.wait(60)
+        _, stderr = dev.communicate()
+    assert code == 0
+    assert "ledgerhook send-sample quickbooks" in stderr  # the ready-to-paste line
+    assert "LEDGERHOOK_XERO_WEBHOOK_KEYS=my-own-xero-key" in stderr
+    assert "Traceback" not in stderr
+    time.sleep(0.5)
+    assert processes_using(data_dir) == []  # PostgreSQL stopped
+    with socket.socket() as probe:  # the broker's port is free again
+        probe.bind(("127.0.0.1", kafka_port))
+
+
+def test_dev_reports_a_taken_port_clearly(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                *LEDGERHOOK,
+                "dev",
+                "--port",
+                str(port),
+                "--kafka-port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path / "state"),
+            ],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
