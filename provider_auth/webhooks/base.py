@@ -53,6 +53,10 @@ def matches_any(candidates: Iterable[bytes], received: Iterable[bytes]) -> bool:
 
 def as_secrets(secrets: Iterable[str | bytes]) -> tuple[bytes, ...]:
     """Secrets as bytes (strings are UTF-8); refuses an empty ring, which would verify nothing."""
+    # A lone str or bytes is iterable too: it would silently become a ring of one-character keys
+    # (or, for bytes, of all-zero keys) that anyone could sign with.
+    if isinstance(secrets, str | bytes | bytearray | memoryview):
+        raise TypeError("pass the secrets as a list, not a single string or bytes value")
     ring = tuple(s.encode() if isinstance(s, str) else bytes(s) for s in secrets)
     if not ring or any(not s for s in ring):
         raise ValueError("a signature scheme needs at least one non-empty secret")

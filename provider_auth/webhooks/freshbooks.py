@@ -7,6 +7,7 @@ first value of a repeated field), base64 HMAC-SHA256 keyed by the callback's ver
 """
 
 import base64
+import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -51,10 +52,10 @@ class FreshBooksForm:
         value = headers.get(HEADER)
         if not value:
             return Verdict.MISSING
+        try:
+            received = base64.b64decode(value.strip().encode("ascii"), validate=True)
+        except (ValueError, binascii.Error, UnicodeEncodeError):
+            return Verdict.MALFORMED
         content = signed_content(body)
-        candidates = (base64.b64encode(hmac_sha256(s, content)) for s in self.secrets)
-        return (
-            Verdict.OK
-            if matches_any(candidates, [value.strip().encode("utf-8", "replace")])
-            else (Verdict.MISMATCH)
-        )
+        candidates = (hmac_sha256(s, content) for s in self.secrets)
+        return Verdict.OK if matches_any(candidates, [received]) else Verdict.MISMATCH

@@ -42,6 +42,8 @@ class StandardWebhooks:
         cls, secrets: Iterable[str], tolerance_seconds: int = 300, clock: Callable[[], float] = time.time
     ) -> "StandardWebhooks":
         """A scheme for `whsec_...` secrets; raises ValueError for a secret that is not one."""
+        if isinstance(secrets, str | bytes):  # one secret passed bare would be iterated per character
+            raise TypeError("pass the secrets as a list, not a single string")
         keys = tuple(decode_secret(s) for s in secrets)
         if not keys:
             raise ValueError("a signature scheme needs at least one non-empty secret")
@@ -76,6 +78,9 @@ class StandardWebhooks:
                 continue
         if not received:
             return Verdict.MALFORMED
-        content = f"{msg_id}.{timestamp}.".encode() + body
+        try:
+            content = f"{msg_id}.{timestamp}.".encode() + body
+        except UnicodeEncodeError:  # a lone surrogate in the id: no sender could have signed it
+            return Verdict.MALFORMED
         candidates = (hmac_sha256(key, content) for key in self.keys)
         return Verdict.OK if matches_any(candidates, received) else Verdict.MISMATCH
