@@ -1,0 +1,89 @@
+"""A small HTTP control surface under `/_emulator/`, for a standalone emulator (dev stack, benches).
+
+In-process tests call the `Emulator` methods directly; a separate process uses these instead:
+- `GET  /_emulator/health`    -> `{"status": "ok", "providers": [...]}`
+- `GET  /_emulator/counters`  -> `EmulatorState.counters()`
+- `POST /_emulator/clients`   `{"provider", "client_id", "client_secret"}` -> 204
+- `POST /_emulator/grants`    `{"provider", "client_id"?, "accounts"?, "refresh_token"?}`
+                              -> `{"access_token", "refresh_token", "grant_id"}`
+- `POST /_emulator/revoke`    `{"provider", "token"}` (refresh/access token or grant id) -> `{"revoked"}`
+Admin calls are never counted, delayed or faulted.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .core import json_response, state_of
+from .profiles import emulated_providers
+
+ADMIN_PREFIX = "/_emulator"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bad_request(message: str) -> web.Response:
+    return json_response({"error": "bad_request", "detail": message}, 400)
+
+
+def _json_handler(action: Callable[[web.Request, dict[str, Any]], web.Response]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _bad_request("the body must be a JSON object")
+        if not isinstance(body, dict):
+            return _bad_request("the body must be a JSON object")
+        try:
+            return action(request, body)
+        except (KeyError, ValueError, TypeError) as exc:
+            return _bad_request(str(exc))
+
+    return handler
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness probe for whoever started the emulator."""
+    return json_response({"status": "ok", "providers": [p.value for p in emulated_providers()]})
+
+
+async def counters(request: web.Request) -> web.Response:
+    """Every call and event counter."""
+    return json_response(state_of(request).counters())
+
+
+def _register_client(request: web.Request, body: dict[str, Any]) -> web.Response:
+    state_of(request).register_client(body["provider"], str(body["client_id"]), str(body["client_secret"]))
+    return web.Response(status=204)
+
+
+def _issue_grant(request: web.Request, body: dict[str, Any]) -> web.Response:
+    accounts = body.get("accounts")
+    issued = state_of(request).issue_grant(
+        body["provider"],
+        body.get("client_id"),
+        accounts=[str(a) for a in accounts] if accounts is not None else None,
+        refresh_token=body.get("refresh_token"),
+    )
+    return json_response(
+        {
+            "access_token": issued.access_token,
+            "refresh_token": issued.refresh_token,
+            "grant_id": issued.grant_id,
+        }
+    )
+
+
+def _revoke(request: web.Request, body: dict[str, Any]) -> web.Response:
+    return json_response({"revoked": state_of(request).revoke(body["provider"], str(body["token"]))})
+
+
+def setup(app: web.Application) -> None:
+    """Add the admin routes."""
+    app.router.add_get(f"{ADMIN_PREFIX}/health", health)
+    app.router.add_get(f"{ADMIN_PREFIX}/counters", counters)
+    app.router.add_post(f"{ADMIN_PREFIX}/clients", _json_handler(_register_client))
+    app.router.add_post(f"{ADMIN_PREFIX}/grants", _json_handler(_issue_grant))
+    app.router.add_post(f"{ADMIN_PREFIX}/revoke", _json_handler(_revoke))
