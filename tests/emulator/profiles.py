@@ -1,9 +1,9 @@
 """What each provider's OAuth server does, as data: one profile per provider slug.
 
-The handlers are generic; everything provider-specific about tokens sits here, so a fact found wrong
-is a one-line fix. Facts come from /work/shared/PROVIDERS.md ("OAuth tokens") and the providers'
-docs; the ones no primary source confirmed are marked "unverified" and are tunable at run time
-through `ProviderConfig` (see state.py).
+The handlers are generic; everything provider-specific about tokens sits here, so a fact found
+wrong is a one-line fix. Facts come from the project's provider notes (PROVIDERS.md, "OAuth
+tokens") and the providers' docs; the ones no primary source confirmed are marked "unverified" and
+are tunable at run time through `ProviderConfig` (see state.py).
 """
 
 from collections.abc import Mapping
