@@ -37,7 +37,11 @@ def settings(postgres_url: str, broker: EmbeddedBroker) -> Settings:
 @pytest.fixture
 def settings_factory(postgres_url: str, broker: EmbeddedBroker) -> Any:
     """Build settings for the session's infrastructure with overrides."""
-    return lambda **overrides: make_settings(postgres_url, broker.bootstrap, **overrides)
+    def build(**overrides: Any) -> Settings:
+        database_url = overrides.pop("database_url", postgres_url)
+        return make_settings(database_url, broker.bootstrap, **overrides)
+
+    return build
 
 
 @pytest.fixture
