@@ -1,11 +1,9 @@
 """A verified delivery as it is stored on the raw topic: the body unchanged plus a few headers."""
 
-import os
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fanout.ids import uuid7
 from fanout.timestamps import format_timestamp
 
 # Raw-topic header names; the fan-out worker reads the same names (see docs/architecture.md).
@@ -18,15 +16,8 @@ H_PROVIDER_EVENT_ID = "ledgerhook-provider-event-id"
 
 
 def new_delivery_id() -> str:
-    """A UUIDv7 (RFC 9562): millisecond time first, so delivery ids sort by arrival."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & (2**48 - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & (2**62 - 1)
-    return str(uuid.UUID(int=value))
+    """A UUIDv7, so delivery ids sort by arrival."""
+    return uuid7()
 
 
 @dataclass(frozen=True, slots=True)

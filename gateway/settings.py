@@ -63,8 +63,21 @@ class Settings(KafkaSettings):
     )
     xero_webhook_keys: SecretList = Field((), description="Xero webhook keys, comma-separated.")
 
-    # Admin API.
+    # Admin API and connections.
     admin_tokens: SecretList = Field((), description="Bearer tokens for `/admin/v1`, comma-separated.")
+    encryption_keys: SecretStr | None = Field(
+        None, description="Key ring for secrets at rest, `kid:base64key,...` (first encrypts, all decrypt)."
+    )
+    public_base_url: str = Field(
+        "http://localhost:8000", description="Base URL providers reach the gateway at, for webhook URLs."
+    )
+
+    # Fan-out worker.
+    worker_group_id: str = Field("ledgerhook-fanout", description="Consumer group of the fan-out worker.")
+    worker_batch_size: int = Field(500, ge=1, description="Raw records taken per poll.")
+    dedupe_retention_days: float = Field(
+        7.0, gt=0, description="How long published event ids are remembered."
+    )
 
     # Process.
     host: str = "0.0.0.0"

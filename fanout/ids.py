@@ -1,0 +1,17 @@
+"""Identifiers: time-ordered ids for new things, and the deterministic event id formula."""
+
+import os
+import time
+import uuid
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): millisecond Unix time first, so ids sort by creation."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & (2**62 - 1)
+    return str(uuid.UUID(int=value))
