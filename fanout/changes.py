@@ -22,3 +22,32 @@ class ProviderChange:
     merged_away_id: str | None = None
     # Provider extras worth keeping (Xero credit note type and status, for example).
     attributes: dict[str, str] = field(default_factory=dict)
+
+
+# The `provider_account_id` of a change whose payload does not name its provider account (a Zoho
+# Books webhook without `organization_id`, a custom sender without `account_id`). Such payloads only
+# arrive on per-connection endpoints, which are routed by their connection id: the connection is the
+# account. A fixed sentinel rather than "" so that "not named" can never pass for a real, empty id.
+CONNECTION_ACCOUNT = "@connection"
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedChange:
+    """One change in Ledgerhook's unified vocabulary (`fanout.vocabulary.normalize` builds it)."""
+
+    provider_account_id: str
+    # Unified snake_case entity (contact, invoice, credit_note, ...); unknown ones keep their own name.
+    entity: str
+    # The entity name exactly as the provider sent it (`Customer`, `CREDITNOTE`, `bill_vendor`).
+    provider_entity: str
+    entity_id: str
+    # created, updated, deleted, merged, voided, emailed; any other provider operation in snake_case.
+    operation: str
+    occurred_at: datetime | None
+    event_id: str | None = None
+    # For `merged`: `entity_id` is the record that disappeared and `merged_into` the one kept.
+    merged_into: str | None = None
+    # 'customer' or 'vendor' for contacts when the provider says which.
+    contact_type: str | None = None
+    # Provider extras carried over from the ProviderChange.
+    attributes: dict[str, str] = field(default_factory=dict)

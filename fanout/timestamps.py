@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta, timezone
 # 2015-10-05T14:42:19-0700, 2016-10-05T03:09:04.000Z, 2025-09-10T21:31:25.179851517Z (QuickBooks),
 # 2024-06-21T01:15:39.902 (Xero: no offset, always UTC), 2015-12-23T12:55:50-08:00.
 _ISO = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?"
     r"(Z|z|[+-]\d{2}(?::?\d{2})?)?",
     re.ASCII,
 )
 # Xero's .NET JSON dates: /Date(1541176290160+0000)/
 _DOTNET = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/", re.ASCII)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -31,10 +32,19 @@ def parse_timestamp(value: str) -> datetime:
             micro,
             tzinfo=_offset(offset),
         )
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00:00+01:00 is before year 1 in UTC; keep the promise of ValueError only.
+            raise ValueError(f"timestamp out of range {value[:40]!r}") from None
     match = _DOTNET.fullmatch(value)
     if match:
-        return datetime.fromtimestamp(int(match.group(1)) / 1000, UTC)
+        # Milliseconds since the epoch in UTC (the offset only says where it was written): exact
+        # integer arithmetic, and an out-of-range value is a ValueError like any other.
+        try:
+            return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+        except OverflowError:
+            raise ValueError(f"timestamp out of range {value[:40]!r}") from None
     raise ValueError(f"unrecognised timestamp {value[:40]!r}")
 
 
