@@ -17,8 +17,8 @@ class Summary:
 
 def summarize(provider: Provider, body: bytes) -> Summary:
     """Summary of a shared-endpoint delivery; empty when the body does not parse (it is still stored)."""
-    parser = PARSERS.get(provider)
-    if parser is None:
+    parser = PARSERS.get(provider) if provider.shared_endpoint else None
+    if parser is None:  # per-connection deliveries are keyed by their connection's account instead
         return Summary()
     try:
         changes = parser(body)
