@@ -8,14 +8,18 @@ and compares in constant time. Header lookups use lower-case names; pass a case-
 from provider_auth.webhooks.base import SignatureScheme, Verdict
 from provider_auth.webhooks.body_hmac import BodyHmac
 from provider_auth.webhooks.freshbooks import FreshBooksForm
+from provider_auth.webhooks.jwt_bearer import JwtBearer
 from provider_auth.webhooks.standard import StandardWebhooks
 from provider_auth.webhooks.timestamped import TimestampedHmac
+from provider_auth.webhooks.zoho import ZohoWebhookSignature
 
 __all__ = [
     "BodyHmac",
     "FreshBooksForm",
+    "JwtBearer",
     "SignatureScheme",
     "StandardWebhooks",
     "TimestampedHmac",
     "Verdict",
+    "ZohoWebhookSignature",
 ]
