@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from provider_auth.webhooks.jwt_bearer import load_keys
+
 ENV_PREFIX = "LEDGERHOOK_"
 
 # Comma-separated in the environment (`a,b,c`), several active at once for rotation.
@@ -72,6 +74,16 @@ class Settings(KafkaSettings):
         "http://localhost:8000", description="Base URL providers reach the gateway at, for webhook URLs."
     )
 
+    # Per-connection webhook endpoints.
+    connection_cache_seconds: float = Field(
+        3.0, ge=0, description="Seconds a connection's webhook scheme is cached (secret changes wait this)."
+    )
+    sage_intacct_jwt_keys: str | None = Field(
+        None, description="Public keys for Sage Intacct's Bearer JWT: JWKS JSON, JSON list of PEM, or PEM."
+    )
+    sage_intacct_jwt_issuer: str | None = Field(None, description="Required `iss` of Sage Intacct JWTs.")
+    sage_intacct_jwt_audience: str | None = Field(None, description="Required `aud` of Sage Intacct JWTs.")
+
     # Fan-out worker.
     worker_group_id: str = Field("ledgerhook-fanout", description="Consumer group of the fan-out worker.")
     worker_batch_size: int = Field(500, ge=1, description="Raw records taken per poll.")
@@ -97,6 +109,15 @@ class Settings(KafkaSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("sage_intacct_jwt_keys")
+    @classmethod
+    def _jwt_keys_load(cls, value: str | None) -> str | None:
+        # Fail at start, not at the first delivery; the messages never carry key material.
+        if value is not None and value.strip():
+            load_keys(value)
+            return value
+        return None
 
     @field_validator("log_level", mode="before")
     @classmethod
