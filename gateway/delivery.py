@@ -4,15 +4,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fanout.ids import uuid7
-from fanout.timestamps import format_timestamp
 
-# Raw-topic header names; the fan-out worker reads the same names (see docs/architecture.md).
-H_DELIVERY_ID = "ledgerhook-delivery-id"
-H_PROVIDER = "ledgerhook-provider"
-H_CONNECTION_ID = "ledgerhook-connection-id"
-H_RECEIVED_AT = "ledgerhook-received-at"
-H_CONTENT_TYPE = "content-type"
-H_PROVIDER_EVENT_ID = "ledgerhook-provider-event-id"
+# Raw-topic header names live with their reader (fanout.raw) so both sides share one definition;
+# re-exported here (`as`: explicit re-export) for the ingress and its tests.
+from fanout.raw import H_CONNECTION_ID as H_CONNECTION_ID
+from fanout.raw import H_CONTENT_TYPE as H_CONTENT_TYPE
+from fanout.raw import H_DELIVERY_ID as H_DELIVERY_ID
+from fanout.raw import H_PROVIDER as H_PROVIDER
+from fanout.raw import H_PROVIDER_EVENT_ID as H_PROVIDER_EVENT_ID
+from fanout.raw import H_RECEIVED_AT as H_RECEIVED_AT
+from fanout.timestamps import format_timestamp
 
 
 def new_delivery_id() -> str:
