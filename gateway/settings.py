@@ -90,6 +90,9 @@ class Settings(KafkaSettings):
     dedupe_retention_days: float = Field(
         7.0, gt=0, description="How long published event ids are remembered."
     )
+    worker_port: int = Field(
+        9000, ge=1, le=65535, description="Port of `ledgerhook worker`'s /livez, /readyz and /metrics."
+    )
 
     # Process.
     host: str = "0.0.0.0"
