@@ -62,6 +62,30 @@ def _tail(args: argparse.Namespace) -> int:
     return run_tail(settings, args.topic, follow=not args.no_follow, from_end=args.from_end, limit=args.max)
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from gateway.worker import run_fanout_worker
+
+    return run_fanout_worker(load_settings())
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from fanout.quarantine import Reason
+    from gateway.admin.quarantine import redrive_once
+
+    settings = load_settings()
+    try:
+        result = asyncio.run(
+            redrive_once(settings, Reason(args.reason) if args.reason else None, args.delivery_id)
+        )
+    except (KafkaError, TimeoutError) as exc:
+        print(f"ledgerhook redrive: the broker did not answer ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    print(f"redriven: {result.redriven}, skipped: {result.skipped}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -102,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--no-follow", action="store_true", help="exit once caught up")
     tail.add_argument("--max", type=int, default=None, help="exit after this many records")
     tail.set_defaults(func=_tail)
+
+    worker = commands.add_parser(
+        "worker", help="run the fan-out worker (health and metrics on LEDGERHOOK_WORKER_PORT)"
+    )
+    worker.set_defaults(func=_worker)
+
+    redrive = commands.add_parser("redrive", help="feed quarantined deliveries back to the fan-out worker")
+    redrive.add_argument(
+        "--reason",
+        choices=["unparseable", "unknown_account", "disconnected", "unknown_connection", "unknown_provider"],
+        help="only records quarantined for this reason",
+    )
+    redrive.add_argument("--delivery-id", default=None, help="only the records of this delivery")
+    redrive.set_defaults(func=_redrive)
     return parser
 
 

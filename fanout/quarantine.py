@@ -1,0 +1,93 @@
+"""Quarantine: raw records the worker could not (fully) route, kept with the reason, re-drivable.
+
+A quarantine record is the ORIGINAL raw record (same key, same value, same headers) plus:
+
+| header | value |
+|---|---|
+| `ledgerhook-quarantine-reason` | a `Reason`: `unparseable`, `unknown_account`, `disconnected`, ... |
+| `ledgerhook-quarantine-detail` | what went wrong, safe to log: never the body, never a secret |
+| `ledgerhook-quarantine-topic` | the raw topic the record came from |
+| `ledgerhook-quarantine-partition` | its partition |
+| `ledgerhook-quarantine-offset` | its offset |
+| `ledgerhook-quarantined-at` | RFC 3339 UTC time of quarantine |
+
+`fanout.redrive` strips these headers and feeds the record back to the raw topic.
+"""
+
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from fanout.dedupe import Outgoing
+from fanout.events import LEDGERHOOK_NAMESPACE
+from fanout.timestamps import format_timestamp
+
+H_REASON = "ledgerhook-quarantine-reason"
+H_DETAIL = "ledgerhook-quarantine-detail"
+H_SOURCE_TOPIC = "ledgerhook-quarantine-topic"
+H_SOURCE_PARTITION = "ledgerhook-quarantine-partition"
+H_SOURCE_OFFSET = "ledgerhook-quarantine-offset"
+H_QUARANTINED_AT = "ledgerhook-quarantined-at"
+QUARANTINE_HEADERS = frozenset(
+    {H_REASON, H_DETAIL, H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_QUARANTINED_AT}
+)
+
+DETAIL_LIMIT = 500
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+
+
+class Reason(StrEnum):
+    """Why a raw record was quarantined."""
+
+    UNPARSEABLE = "unparseable"  # the body is not the provider's format
+    UNKNOWN_ACCOUNT = "unknown_account"  # a provider account no connection is registered for
+    DISCONNECTED = "disconnected"  # every connection of the account is disconnected
+    UNKNOWN_CONNECTION = "unknown_connection"  # the connection id header names no connection
+    UNKNOWN_PROVIDER = "unknown_provider"  # the provider header is missing or names no provider
+
+
+def safe_detail(text: str) -> str:
+    """Printable ASCII only, bounded: a detail may quote ids from the payload, never run on."""
+    cleaned = _UNPRINTABLE.sub("?", text).strip()
+    return cleaned if len(cleaned) <= DETAIL_LIMIT else cleaned[: DETAIL_LIMIT - 3] + "..."
+
+
+def quarantine_id(topic: str, partition: int, offset: int) -> str:
+    """The dedupe id of a quarantine record: its source position, so a reprocessed batch adds none."""
+    return str(uuid.uuid5(LEDGERHOOK_NAMESPACE, f"quarantine|{topic}|{partition}|{offset}"))
+
+
+def quarantine_record(
+    *,
+    quarantine_topic: str,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes,
+    headers: Iterable[tuple[str, bytes]],
+    reason: Reason,
+    detail: str,
+    now: datetime | None = None,
+) -> Outgoing:
+    """The quarantine record for one raw record: the original plus the quarantine headers."""
+    # A record quarantined again after a redrive gets fresh quarantine headers, not a second set.
+    kept = [(name, value) for name, value in headers if name not in QUARANTINE_HEADERS]
+    added = [
+        (H_REASON, reason.value),
+        (H_DETAIL, safe_detail(detail)),
+        (H_SOURCE_TOPIC, source_topic),
+        (H_SOURCE_PARTITION, str(partition)),
+        (H_SOURCE_OFFSET, str(offset)),
+        (H_QUARANTINED_AT, format_timestamp(now or datetime.now(UTC))),
+    ]
+    return Outgoing(
+        topic=quarantine_topic,
+        key=key,
+        value=value,
+        headers=kept + [(name, text.encode()) for name, text in added],
+        dedupe_id=quarantine_id(source_topic, partition, offset),
+        labels={"reason": reason.value},
+    )

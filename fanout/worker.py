@@ -1,0 +1,408 @@
+"""The fan-out worker: raw deliveries in, one change event per change and connection out.
+
+Loop (one consumer in the group `LEDGERHOOK_WORKER_GROUP_ID` on the raw topic, offsets committed by
+hand):
+
+    getmany(up to LEDGERHOOK_WORKER_BATCH_SIZE records)
+    for every partition in the batch, concurrently:
+        for every record, in offset order: read headers, parse, normalize, split per provider
+            account, route to connections, build events (or a quarantine record)
+        dedupe + produce + await acks + mark seen, in one transaction (fanout.dedupe.publish_once)
+    commit the offsets of the partitions that succeeded; retry the others from their first record
+
+Raw records are keyed by provider account, so one account's deliveries sit on one partition and keep
+their order; records within a partition are processed strictly in order. Routing:
+
+- a record with a `ledgerhook-connection-id` header (per-connection endpoint) goes to that
+  connection, for changes that name no account or the connection's own account;
+- otherwise every connection of the provider account (`ConnectionStore.by_account`) that is not
+  disconnected gets one event per change (one account connected by two tenants: two events).
+
+Quarantined (the original record plus a reason, see fanout.quarantine): a body that does not parse,
+a provider header naming no provider, a connection id naming no connection, a provider account no
+connection is registered for, an account whose connections are all disconnected. A delivery mixing a
+routable and an unroutable account publishes the routable account's events AND quarantines the
+record; a later redrive repeats those events, which dedupe drops. An intent-to-receive delivery (no
+changes) is simply committed.
+
+Where a crash can still duplicate an event: see fanout.dedupe and docs/architecture.md.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fanout.changes import CONNECTION_ACCOUNT, NormalizedChange, ParseError
+from fanout.connections import Connection, ConnectionStore
+from fanout.dedupe import Outgoing, publish_once
+from fanout.events import Recipient, body_digest, change_event
+from fanout.parsers import PARSERS
+from fanout.quarantine import H_DETAIL, Reason, quarantine_record
+from fanout.raw import H_DELIVERY_ID, RawHeaders, header
+from fanout.vocabulary import normalize
+from provider_auth.providers import Provider, parse_provider
+
+log = logging.getLogger("ledgerhook.fanout.worker")
+
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+POLL_TIMEOUT_MS = 500
+RETRY_BACKOFF = (0.5, 30.0)  # first and longest wait before a failed partition batch is retried
+
+RawRecord: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Topics and group of the fan-out worker (from the gateway's settings)."""
+
+    raw_topic: str
+    changes_topic: str
+    quarantine_topic: str
+    group_id: str
+    batch_size: int = 500
+
+
+class WorkerMetrics:
+    """The worker's Prometheus metrics, in a registry handed in by the process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.consumed = Counter(
+            "ledgerhook_fanout_records_consumed",
+            "Raw records processed, by provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "ledgerhook_fanout_events_published",
+            "Change events published, by provider and entity.",
+            ["provider", "entity"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "ledgerhook_fanout_duplicates_dropped",
+            "Events not published because their id was already published.",
+            registry=registry,
+        )
+        self.quarantined = Counter(
+            "ledgerhook_fanout_quarantined",
+            "Raw records sent to the quarantine topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "ledgerhook_fanout_batch_failures",
+            "Partition batches that failed and will be retried.",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "ledgerhook_fanout_batch_seconds",
+            "Time to process one polled batch, from poll to offset commit.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "ledgerhook_fanout_consumer_lag",
+            "Raw records not yet processed, by partition (as of the last batch).",
+            ["partition"],
+            registry=registry,
+        )
+
+
+class Router:
+    """Turns one raw record into the records to publish: change events, and a quarantine record."""
+
+    def __init__(self, config: WorkerConfig, connections: ConnectionStore) -> None:
+        self._config = config
+        self._connections = connections
+
+    async def route(self, record: RawRecord, cache: dict[Any, Any]) -> list[Outgoing]:
+        """Events (payload order, then connection order) followed by at most one quarantine record.
+
+        `cache` holds connection lookups; one per partition batch, so a registration is seen soon.
+        """
+        raw = RawHeaders.read(record.headers)
+        provider = parse_provider(raw.provider) if raw.provider else None
+        if provider is None:
+            return [
+                self._quarantine(record, Reason.UNKNOWN_PROVIDER, f"provider {raw.provider!r} is unknown")
+            ]
+        body = record.value or b""
+        try:
+            changes = PARSERS[provider](body)
+        except ParseError as exc:
+            return [self._quarantine(record, Reason.UNPARSEABLE, f"{provider.value}: {exc}")]
+        except Exception as exc:  # a parser bug must not stop the partition: keep the record
+            log.exception("parser failed", extra={"provider": provider.value, "delivery_id": raw.delivery_id})
+            return [self._quarantine(record, Reason.UNPARSEABLE, f"parser error {type(exc).__name__}")]
+        if not changes:
+            return []  # intent to receive, or an empty batch
+        normalized = [normalize(provider, change) for change in changes]
+
+        if raw.connection_id is not None:
+            targets, problems = await self._per_connection(provider, raw.connection_id, normalized, cache)
+        else:
+            targets, problems = await self._shared(provider, normalized, cache)
+
+        received_at = raw.received_at or datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        digest = body_digest(body)
+        out: list[Outgoing] = []
+        for change in normalized:
+            for connection in targets.get(change.provider_account_id, ()):
+                recipient = Recipient(
+                    connection_id=connection.id,
+                    tenant_id=connection.tenant_id,
+                    provider=provider.value,
+                    provider_account_id=connection.provider_account_id,
+                )
+                event = change_event(
+                    recipient,
+                    change,
+                    origin="webhook",
+                    delivery_id=raw.delivery_id,
+                    received_at=received_at,
+                    body_digest=digest,
+                )
+                out.append(
+                    Outgoing(
+                        topic=self._config.changes_topic,
+                        key=event.key,
+                        value=event.value,
+                        headers=event.headers,
+                        dedupe_id=event.header("ce_id") or "",
+                        labels={"provider": provider.value, "entity": change.entity},
+                    )
+                )
+        if problems:
+            # One quarantine record per raw record; an unknown account outranks a disconnected one.
+            reason = min((reason for reason, _ in problems), key=_REASON_RANK.index)
+            out.append(self._quarantine(record, reason, "; ".join(detail for _, detail in problems)))
+        return out
+
+    async def _per_connection(
+        self,
+        provider: Provider,
+        connection_id: str,
+        changes: Sequence[NormalizedChange],
+        cache: dict[Any, Any],
+    ) -> tuple[dict[str, list[Connection]], list[tuple[Reason, str]]]:
+        key = ("id", connection_id)
+        if key not in cache:
+            cache[key] = await self._connections.get(connection_id)
+        connection: Connection | None = cache[key]
+        if connection is None or connection.provider is not provider:
+            return {}, [(Reason.UNKNOWN_CONNECTION, f"no {provider.value} connection {connection_id!r}")]
+        if not connection.receives_events:
+            return {}, [(Reason.DISCONNECTED, f"connection {connection_id!r} is disconnected")]
+        targets: dict[str, list[Connection]] = {}
+        problems: list[tuple[Reason, str]] = []
+        for account in _accounts(changes):
+            if account in (CONNECTION_ACCOUNT, connection.provider_account_id):
+                targets[account] = [connection]
+            else:
+                # Isolation: a connection's URL never delivers another account's changes.
+                problems.append(
+                    (
+                        Reason.UNKNOWN_ACCOUNT,
+                        f"{provider.value} account {account!r} is not the account of connection "
+                        f"{connection_id!r}",
+                    )
+                )
+        return targets, problems
+
+    async def _shared(
+        self, provider: Provider, changes: Sequence[NormalizedChange], cache: dict[Any, Any]
+    ) -> tuple[dict[str, list[Connection]], list[tuple[Reason, str]]]:
+        targets: dict[str, list[Connection]] = {}
+        problems: list[tuple[Reason, str]] = []
+        for account in _accounts(changes):
+            key = ("account", provider, account)
+            if key not in cache:
+                cache[key] = await self._connections.by_account(provider, account)
+            connections: list[Connection] = cache[key]
+            receiving = [c for c in connections if c.receives_events]
+            if receiving:
+                targets[account] = receiving
+            elif connections:
+                problems.append(
+                    (
+                        Reason.DISCONNECTED,
+                        f"every connection of {provider.value} account {account!r} is disconnected",
+                    )
+                )
+            else:
+                problems.append(
+                    (Reason.UNKNOWN_ACCOUNT, f"no connection for {provider.value} account {account!r}")
+                )
+        return targets, problems
+
+    def _quarantine(self, record: RawRecord, reason: Reason, detail: str) -> Outgoing:
+        return quarantine_record(
+            quarantine_topic=self._config.quarantine_topic,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=record.headers,
+            reason=reason,
+            detail=detail,
+        )
+
+
+_REASON_RANK = [
+    Reason.UNKNOWN_PROVIDER,
+    Reason.UNPARSEABLE,
+    Reason.UNKNOWN_CONNECTION,
+    Reason.UNKNOWN_ACCOUNT,
+    Reason.DISCONNECTED,
+]
+
+
+def _accounts(changes: Iterable[NormalizedChange]) -> list[str]:
+    # Distinct accounts in first-seen order: the split of a mixed delivery.
+    return list(dict.fromkeys(change.provider_account_id for change in changes))
+
+
+class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Holds a rebalance until the batch in progress has committed, so a handover repeats nothing."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
+class FanoutWorker:
+    """Consumes the raw topic until `stop` is set; see the module docstring."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        consumer_options: dict[str, Any],
+        producer: AIOKafkaProducer,
+        pool: asyncpg.Pool,
+        connections: ConnectionStore,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._config = config
+        self._consumer_options = consumer_options
+        self._producer = producer
+        self._pool = pool
+        self._router = Router(config, connections)
+        self._metrics = metrics
+        self._batch_lock = asyncio.Lock()
+        self._backoff = 0.0
+        self.ready = asyncio.Event()  # set once the consumer has started
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until `stop` is set; the batch in progress is finished and committed first."""
+        consumer = AIOKafkaConsumer(
+            **self._consumer_options,
+            group_id=self._config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a new group starts with everything the raw log still holds
+        )
+        consumer.subscribe([self._config.raw_topic], listener=_FinishBatchFirst(self._batch_lock))
+        await consumer.start()
+        self.ready.set()
+        log.info(
+            "fan-out worker started", extra={"topic": self._config.raw_topic, "group": self._config.group_id}
+        )
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._config.batch_size
+                )
+                if not batch:
+                    continue
+                async with self._batch_lock:
+                    failed = await self._process(consumer, batch)
+                if failed:
+                    await self._wait_before_retry(stop)
+        finally:
+            await consumer.stop()
+            log.info("fan-out worker stopped")
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[RawRecord]]
+    ) -> bool:
+        """Process one polled batch; True when some partition failed (and was rewound)."""
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(self._partition(records) for records in batch.values()), return_exceptions=True
+        )
+        done: dict[TopicPartition, int] = {}
+        failed = False
+        for (tp, records), result in zip(batch.items(), results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation and the like are not ours to swallow
+                failed = True
+                self._metrics.failures.inc()
+                log.warning(
+                    "partition batch failed, will retry",
+                    extra={"partition": tp.partition, "offset": records[0].offset, "error": repr(result)},
+                )
+                consumer.seek(tp, records[0].offset)  # nothing of it is marked seen: redo from its start
+            else:
+                done[tp] = records[-1].offset + 1
+        if done:
+            try:
+                await consumer.commit(done)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The partitions moved to another worker: it redoes the batch, dedupe drops the repeats.
+                log.warning("offset commit failed after a rebalance", extra={"error": type(exc).__name__})
+        for tp, next_offset in done.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - next_offset))
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._backoff = 0.0 if not failed else min(RETRY_BACKOFF[1], max(RETRY_BACKOFF[0], self._backoff * 2))
+        return failed
+
+    async def _partition(self, records: list[RawRecord]) -> None:
+        """One partition's records, in order, published as one deduplicated transaction."""
+        cache: dict[Any, Any] = {}
+        outgoing: list[Outgoing] = []
+        for record in records:
+            outgoing.extend(await self._router.route(record, cache))
+        published = await publish_once(self._pool, self._producer, outgoing)
+        for record in records:
+            provider = RawHeaders.read(record.headers).provider
+            self._metrics.consumed.labels(provider if parse_provider(provider or "") else "unknown").inc()
+        events = [o for o in outgoing if o.topic == self._config.changes_topic]
+        fresh_events = [o for o in published if o.topic == self._config.changes_topic]
+        self._metrics.duplicates.inc(len(events) - len(fresh_events))
+        for item in fresh_events:
+            self._metrics.published.labels(item.labels["provider"], item.labels["entity"]).inc()
+        for item in published:
+            if item.topic == self._config.quarantine_topic:
+                self._metrics.quarantined.labels(item.labels["reason"]).inc()
+                log.warning(
+                    "raw record quarantined",
+                    extra={
+                        "reason": item.labels["reason"],
+                        "detail": header(item.headers, H_DETAIL),
+                        "delivery_id": header(item.headers, H_DELIVERY_ID),
+                    },
+                )
+
+    async def _wait_before_retry(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self._backoff)
