@@ -129,7 +129,9 @@ def serve(settings: Settings) -> int:
     for worker in workers:
         worker.join()
     sock.close()
-    return 0 if all(w.exitcode == 0 for w in workers) else 1
+    # A worker still starting when the signal came dies of it before serving anything: also clean.
+    clean = {0, -signal.SIGTERM, -signal.SIGINT}
+    return 0 if all(w.exitcode in clean for w in workers) else 1
 
 
 def _signal(pid: int | None, sig: int) -> None:

@@ -135,7 +135,8 @@ async def test_several_workers_share_the_port_and_stop_cleanly(settings: Setting
                 ) as r:
                     assert r.status == 200
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
+        code = await asyncio.to_thread(process.wait, 30)
+        assert code == 0, process.stderr.read().decode()[-3000:] if process.stderr else ""
         stored = [r.value for r in await read_topic(settings.kafka_bootstrap_servers, settings.topic_raw)]
         assert sorted(stored) == sorted(bodies)
     finally:
