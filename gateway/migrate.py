@@ -16,7 +16,7 @@ _LOCK_KEY = 0x4C6564676572  # "Ledger": one advisory lock id for migrations
 def migration_files() -> list[tuple[str, str]]:
     """(name, sql) of every migration, in order."""
     folder = importlib.resources.files("gateway") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

@@ -18,6 +18,7 @@ import time
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from gateway.app import create_app
 from gateway.lifecycle import Lifecycle
@@ -55,7 +56,7 @@ class GatewayServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def uvicorn_config(settings: Settings, app: object, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, app: ASGIApp, host: str, port: int) -> uvicorn.Config:
     """uvicorn settings for the gateway: our logging, no server header, bounded shutdown."""
     return uvicorn.Config(
         app,
