@@ -7,16 +7,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
+from fanout.connections import ConnectionStore
+from gateway.admin import AdminServices, AdminTokens, admin_app
+from gateway.admin.quarantine import QuarantineResource
 from gateway.health import Readiness, livez, metrics_endpoint
 from gateway.infra import Infrastructure, open_infrastructure
 from gateway.ingress import Ingress, empty
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
 from gateway.rawlog import RawLog
-from gateway.settings import Settings
-from gateway.sources import SharedSources
+from gateway.settings import Settings, secret_values
+from gateway.sources import ConnectionEndpoint, ConnectionSources, SharedSources
+from provider_auth.vault import KeyRing
 
 WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -41,11 +46,43 @@ def create_app(
                 settings.retry_after_seconds,
             )
             app.state.readiness = Readiness(lifecycle, live.producer, live.pool)
+            # Per-connection endpoints get their own ingress: the shared endpoints' path stays as it is.
+            keys = settings.encryption_keys
+            keyring = KeyRing.parse(keys.get_secret_value()) if keys else None
+            store = ConnectionStore(live.pool, keyring)
+            sources = ConnectionSources(
+                store, SharedSources(settings), settings, can_store_secrets=keyring is not None
+            )
+            app.state.connection_endpoint = ConnectionEndpoint(
+                Ingress(sources, rawlog, metrics, settings.max_body_bytes, settings.retry_after_seconds),
+                sources,
+                store,
+                metrics,
+                settings.max_body_bytes,
+                settings.retry_after_seconds,
+            )
+            app.state.admin = admin_app(
+                AdminServices(
+                    store,
+                    AdminTokens(secret_values(settings.admin_tokens)),
+                    settings.public_base_url,
+                    on_change=sources.invalidate,
+                    quarantine=QuarantineResource(settings, live.producer),
+                )
+            )
             yield
 
     async def webhook(request: Request) -> Response:
         ingress: Ingress = request.app.state.ingress
         return await ingress(request)
+
+    async def connection_webhook(request: Request) -> Response:
+        endpoint: ConnectionEndpoint = request.app.state.connection_endpoint
+        return await endpoint(request)
+
+    async def admin(scope: Scope, receive: Receive, send: Send) -> None:
+        # Built in the lifespan (it needs the pool), like the ingress.
+        await scope["app"].state.admin(scope, receive, send)
 
     async def readyz(request: Request) -> Response:
         readiness: Readiness = request.app.state.readiness
@@ -53,7 +90,8 @@ def create_app(
 
     routes = [
         Route("/webhooks/{provider}", webhook, methods=WEBHOOK_METHODS),
-        Route("/webhooks/{provider}/{connection_id}", webhook, methods=WEBHOOK_METHODS),
+        Route("/webhooks/{provider}/{connection_id}", connection_webhook, methods=WEBHOOK_METHODS),
+        Mount("/admin/v1", app=admin),
         Route("/livez", livez, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

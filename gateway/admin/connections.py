@@ -1,0 +1,475 @@
+"""The connections resource: `/admin/v1/connections[/{connection_id}]`.
+
+A connection is one tenant's link to one provider account. Create, list (cursor pages), get,
+update and delete (disconnect) it here. Webhook secrets of per-connection endpoints are write-only:
+they are stored encrypted with the key ring and no answer ever contains one (`has_webhook_secret`
+says whether there is one).
+"""
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from fanout.connections import (
+    UNSET,
+    ConnectionExists,
+    ConnectionStatus,
+    ConnectionStore,
+    MissingKeyRing,
+)
+from fanout.connections import Connection as StoredConnection
+from gateway.admin.problems import Problem, pointer, validation_problem
+from gateway.body import read_limited
+from provider_auth.providers import Provider
+from provider_auth.webhooks.standard import SECRET_PREFIX, decode_secret
+
+log = logging.getLogger("ledgerhook.admin")
+
+MAX_BODY_BYTES = 65_536
+MAX_METADATA_BYTES = 16_384
+MAX_METADATA_DEPTH = 8
+MAX_SECRETS = 5  # active at once: enough to rotate, few enough to verify fast
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_Choice = TypeVar("_Choice", Provider, ConnectionStatus)
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _secret(value: str) -> str:
+    # Printable ASCII without spaces covers every provider's secrets (Zoho's 12-50 letters and digits,
+    # FreshBooks verifiers, `whsec_` base64) and keeps header-borne secrets unambiguous.
+    if not all(33 <= ord(char) <= 126 for char in value):
+        raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if _depth(value, 1) > MAX_METADATA_DEPTH:
+        raise ValueError(f"must not nest deeper than {MAX_METADATA_DEPTH} levels")
+    if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+        raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    if _has_nul(value):
+        raise ValueError("must not contain NUL characters")  # PostgreSQL's jsonb cannot store them
+    return value
+
+
+def _depth(value: Any, level: int) -> int:
+    """The nesting depth of a JSON value, counted no further than one past the limit."""
+    if level > MAX_METADATA_DEPTH:
+        return level
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return max((_depth(child, level + 1) for child in children), default=level)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(child) for key, child in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(child) for child in value)
+    return False
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_text)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_text)]
+Metadata = Annotated[
+    dict[str, Any],
+    Field(description=f"Free-form JSON object, at most {MAX_METADATA_BYTES} bytes."),
+    AfterValidator(_metadata),
+]
+Secret = Annotated[
+    str,
+    Field(min_length=1, max_length=512, json_schema_extra={"writeOnly": True}),
+    AfterValidator(_secret),
+]
+
+
+class _SecretFields(BaseModel):
+    """`webhook_secret` or `webhook_secrets`, never both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_secret: Secret | None = Field(
+        None, description="The connection's webhook secret (write-only; never returned)."
+    )
+    webhook_secrets: Annotated[list[Secret], Field(max_length=MAX_SECRETS)] | None = Field(
+        None,
+        description="Several active secrets, for rotation (write-only). Replaces all existing ones.",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "_SecretFields":
+        if {"webhook_secret", "webhook_secrets"} <= self.model_fields_set:
+            raise ValueError("give webhook_secret or webhook_secrets, not both")
+        return self
+
+    def secrets(self) -> list[str] | None:
+        """The secrets given, as a list; None when neither member was sent."""
+        if "webhook_secrets" in self.model_fields_set:
+            return list(self.webhook_secrets or [])
+        if "webhook_secret" in self.model_fields_set:
+            return [self.webhook_secret] if self.webhook_secret is not None else []
+        return None
+
+    def secrets_pointer(self) -> str:
+        """Where the secrets were sent, for error pointers."""
+        return "webhook_secrets" if "webhook_secrets" in self.model_fields_set else "webhook_secret"
+
+
+class ConnectionCreate(_SecretFields):
+    """The body of `POST /admin/v1/connections`."""
+
+    model_config = ConfigDict(extra="forbid", title="ConnectionCreate")
+
+    tenant_id: Identifier = Field(description="Your identifier of the customer who owns the connection.")
+    provider: Provider = Field(description="Provider slug.")
+    provider_account_id: Identifier = Field(
+        description="The provider's account id: QuickBooks realm, Xero tenant, Zoho organization, ..."
+    )
+    display_name: DisplayName | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class ConnectionUpdate(_SecretFields):
+    """The body of `PATCH /admin/v1/connections/{id}`: only the members sent change."""
+
+    model_config = ConfigDict(extra="forbid", title="ConnectionUpdate")
+
+    display_name: DisplayName | None = Field(None, description="null removes it.")
+    metadata: Metadata | None = Field(None, description="Replaces the whole object.")
+    status: Literal["active", "paused"] | None = Field(
+        None,
+        description="`needs_reauth` is set by the token layer; `disconnected` only by DELETE. "
+        "Setting `active` on a disconnected connection reconnects it.",
+    )
+
+
+class Connection(BaseModel):
+    """A connection as every answer shows it (never with a secret)."""
+
+    model_config = ConfigDict(title="Connection")
+
+    id: str = Field(description="Connection id (UUIDv7).")
+    tenant_id: str
+    provider: Provider
+    provider_account_id: str
+    status: ConnectionStatus
+    display_name: str | None
+    metadata: dict[str, Any]
+    has_webhook_secret: bool
+    webhook_url: str | None = Field(
+        description="Where the provider posts this connection's webhooks; null for providers with "
+        "one app-wide endpoint (quickbooks, xero)."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionPage(BaseModel):
+    """One page of `GET /admin/v1/connections`."""
+
+    model_config = ConfigDict(title="ConnectionPage")
+
+    data: list[Connection]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+def webhook_secret_rule(provider: Provider) -> str | None:
+    """Why `provider` takes no per-connection secret, or None when it does."""
+    if provider.shared_endpoint:
+        return (
+            f"{provider.value} connections take no webhook secret: the app-wide endpoint is verified with "
+            f"LEDGERHOOK_{provider.env_name}_* settings"
+        )
+    if provider is Provider.SAGE_INTACCT:
+        return (
+            "sage-intacct connections take no webhook secret: deliveries carry a JWT verified with "
+            "LEDGERHOOK_SAGE_INTACCT_JWT_KEYS"
+        )
+    return None
+
+
+def check_secrets(provider: Provider, secrets: list[str], member: str) -> None:
+    """422 when the secrets do not fit the provider's scheme; messages never repeat a secret."""
+    if not secrets:
+        return
+    rule = webhook_secret_rule(provider)
+    if rule is not None:
+        raise validation_problem([{"pointer": pointer((member,)), "detail": rule}])
+    errors = []
+    if provider in (Provider.NETSUITE, Provider.CUSTOM):
+        # Standard Webhooks secrets are `whsec_` + base64 of the key (standardwebhooks.com).
+        for index, secret in enumerate(secrets):
+            location = (member, index) if member == "webhook_secrets" else (member,)
+            try:
+                valid = secret.startswith(SECRET_PREFIX) and bool(decode_secret(secret))
+            except ValueError:
+                valid = False
+            if not valid:
+                errors.append(
+                    {
+                        "pointer": pointer(location),
+                        "detail": "a Standard Webhooks secret must be whsec_ followed by base64",
+                    }
+                )
+    if errors:
+        raise validation_problem(errors)
+
+
+class ConnectionsResource:
+    """The handlers of the connections resource, holding the store they work on."""
+
+    def __init__(
+        self,
+        store: ConnectionStore,
+        public_base_url: str,
+        on_change: Callable[[str], None] = lambda connection_id: None,
+    ) -> None:
+        """`on_change(connection_id)` runs after every write (the webhook scheme cache listens)."""
+        self._store = store
+        self._base = public_base_url.rstrip("/")
+        self._on_change = on_change
+
+    def render(self, connection: StoredConnection) -> Connection:
+        """The public view of a connection."""
+        per_connection = not connection.provider.shared_endpoint
+        return Connection(
+            id=connection.id,
+            tenant_id=connection.tenant_id,
+            provider=connection.provider,
+            provider_account_id=connection.provider_account_id,
+            status=connection.status,
+            display_name=connection.display_name,
+            metadata=connection.metadata,
+            has_webhook_secret=connection.has_webhook_secret,
+            webhook_url=(
+                f"{self._base}/webhooks/{connection.provider.value}/{connection.id}"
+                if per_connection
+                else None
+            ),
+            created_at=connection.created_at,
+            updated_at=connection.updated_at,
+        )
+
+    async def collection(self, request: Request) -> Response:
+        """`GET` lists, `POST` creates."""
+        if request.method == "POST":
+            return await self.create(request)
+        return await self.list(request)
+
+    async def item(self, request: Request) -> Response:
+        """`GET`, `PATCH` or `DELETE` one connection."""
+        if request.method == "PATCH":
+            return await self.update(request)
+        if request.method == "DELETE":
+            return await self.delete(request)
+        return await self.get(request)
+
+    async def create(self, request: Request) -> Response:
+        """Register a connection: 201 with it and its Location; 409 when the tenant already has it."""
+        body = await _json_object(request)
+        new = _validate(ConnectionCreate, body)
+        secrets = new.secrets() or []
+        check_secrets(new.provider, secrets, new.secrets_pointer())
+        try:
+            connection = await self._store.create(
+                new.tenant_id,
+                new.provider,
+                new.provider_account_id,
+                display_name=new.display_name,
+                metadata=new.metadata,
+                webhook_secrets=secrets,
+            )
+        except ConnectionExists:
+            existing = [
+                c.id
+                for c in await self._store.by_account(new.provider, new.provider_account_id)
+                if c.tenant_id == new.tenant_id
+            ]
+            raise Problem(
+                409,
+                f"tenant {new.tenant_id!r} already has a {new.provider.value} connection to this account",
+                extensions={"connection_id": existing[0]} if existing else None,
+            ) from None
+        except MissingKeyRing:
+            raise _no_key_ring(new.secrets_pointer()) from None
+        self._on_change(connection.id)
+        log.info(
+            "connection created",
+            extra={
+                "connection_id": connection.id,
+                "tenant_id": connection.tenant_id,
+                "provider": new.provider,
+            },
+        )
+        return _json(self.render(connection), 201, {"location": f"/admin/v1/connections/{connection.id}"})
+
+    async def list(self, request: Request) -> Response:
+        """A page of connections in creation order, filtered by tenant, provider and status."""
+        query = request.query_params
+        errors: list[dict[str, str]] = []
+        limit = DEFAULT_LIMIT
+        raw_limit = query.get("limit")
+        if raw_limit is not None:
+            if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
+                limit = int(raw_limit)
+            else:
+                errors.append({"parameter": "limit", "detail": f"must be an integer from 1 to {MAX_LIMIT}"})
+        provider = _choice(query.get("provider"), Provider, "provider", errors)
+        status = _choice(query.get("status"), ConnectionStatus, "status", errors)
+        tenant = query.get("tenant_id")
+        if tenant is not None and not tenant:
+            errors.append({"parameter": "tenant_id", "detail": "must not be empty"})
+        cursor = query.get("cursor") or None
+        if cursor is not None and _uuid(cursor) is None:
+            errors.append({"parameter": "cursor", "detail": "must be a next_cursor from a previous page"})
+        if errors:
+            raise validation_problem(errors, "the query parameters are not valid")
+        rows = await self._store.page(
+            tenant_id=tenant, provider=provider, status=status, after=cursor, limit=limit + 1
+        )
+        page = rows[:limit]
+        next_cursor = page[-1].id if len(rows) > limit else None
+        return _json(ConnectionPage(data=[self.render(c) for c in page], next_cursor=next_cursor))
+
+    async def get(self, request: Request) -> Response:
+        """One connection, or 404."""
+        return _json(self.render(await self._find(request)))
+
+    async def update(self, request: Request) -> Response:
+        """Change the members sent; 404 for an unknown id."""
+        connection = await self._find(request)
+        body = await _json_object(request)
+        change = _validate(ConnectionUpdate, body)
+        sent = change.model_fields_set
+        secrets = change.secrets()
+        if secrets is not None:
+            check_secrets(connection.provider, secrets, change.secrets_pointer())
+        if "metadata" in sent and change.metadata is None:
+            raise validation_problem([{"pointer": "#/metadata", "detail": "must be an object"}])
+        if "status" in sent and change.status is None:
+            raise validation_problem([{"pointer": "#/status", "detail": "must be active or paused"}])
+        if not sent:
+            return _json(self.render(connection))
+        try:
+            updated = await self._store.update(
+                connection.id,
+                display_name=change.display_name if "display_name" in sent else UNSET,
+                metadata=change.metadata if change.metadata is not None else UNSET,
+                status=ConnectionStatus(change.status) if change.status is not None else UNSET,
+                webhook_secrets=secrets if secrets is not None else UNSET,
+            )
+        except MissingKeyRing:
+            raise _no_key_ring(change.secrets_pointer()) from None
+        if updated is None:
+            raise _not_found()
+        self._on_change(updated.id)
+        log.info("connection updated", extra={"connection_id": updated.id, "fields": sorted(sent)})
+        return _json(self.render(updated))
+
+    async def delete(self, request: Request) -> Response:
+        """Disconnect: status `disconnected`, secrets erased, the row kept; 204."""
+        connection = await self._find(request)
+        await self._store.disconnect(connection.id)
+        self._on_change(connection.id)
+        log.info("connection disconnected", extra={"connection_id": connection.id})
+        return Response(status_code=204)
+
+    async def _find(self, request: Request) -> StoredConnection:
+        connection_id = _uuid(request.path_params["connection_id"])
+        connection = await self._store.get(connection_id) if connection_id else None
+        if connection is None:
+            raise _not_found()
+        return connection
+
+
+def _not_found() -> Problem:
+    return Problem(404, "no connection with this id")
+
+
+def _no_key_ring(member: str) -> Problem:
+    return validation_problem(
+        [
+            {
+                "pointer": pointer((member,)),
+                "detail": "cannot be stored: the gateway has no LEDGERHOOK_ENCRYPTION_KEYS to encrypt it",
+            }
+        ]
+    )
+
+
+def _uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _choice(
+    value: str | None, kind: type[_Choice], name: str, errors: list[dict[str, str]]
+) -> _Choice | None:
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        errors.append({"parameter": name, "detail": "must be one of " + ", ".join(m.value for m in kind)})
+        return None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object: 413 over the limit, 400 not JSON, 422 not an object."""
+    try:
+        body = await read_limited(request, MAX_BODY_BYTES)
+    except ClientDisconnect:
+        raise Problem(400, "the request body was not received in full") from None
+    if body is None:
+        raise Problem(413, f"the request body must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Problem(400, "the request body must be JSON") from None
+    if not isinstance(document, dict):
+        raise validation_problem([{"pointer": "#", "detail": "the body must be a JSON object"}])
+    return document
+
+
+def _validate(model: type[_Model], document: dict[str, Any]) -> _Model:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        errors = [
+            {"pointer": pointer(tuple(error["loc"])), "detail": _message(error["msg"])}
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise validation_problem(errors) from None
+
+
+def _message(text: str) -> str:
+    return text.removeprefix("Value error, ")
+
+
+def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(model.model_dump(mode="json")),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )

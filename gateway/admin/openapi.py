@@ -1,0 +1,192 @@
+"""The OpenAPI 3.1 document of the admin API, served at `GET /admin/v1/openapi.json`.
+
+Schemas come from the pydantic models that validate requests and shape answers (pydantic writes
+JSON Schema 2020-12, the dialect of OpenAPI 3.1), so the document cannot drift from the code.
+"""
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from gateway.admin.connections import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Connection,
+    ConnectionCreate,
+    ConnectionPage,
+    ConnectionUpdate,
+)
+from gateway.admin.problems import MEDIA_TYPE, ProblemDetails
+from gateway.admin.quarantine import RedriveRequest
+
+REF = "#/components/schemas/{model}"
+VERSION = "1.0.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "The body is not JSON.",
+        401: "Missing or wrong admin token, or the admin API is disabled.",
+        404: "No connection with this id.",
+        409: "The tenant already has a connection to this provider account (`connection_id` names it).",
+        413: "The body is too large.",
+        422: "Invalid members or query parameters, listed in `errors`.",
+        503: "A dependency (database or broker) did not answer; retry later.",
+    }
+    return {
+        str(status): {"description": reasons[status], "content": {MEDIA_TYPE: {"schema": _ref("ProblemDetails")}}}
+        for status in statuses
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The whole document, as a JSON-ready dict."""
+    _, definitions = models_json_schema(
+        [
+            (ConnectionCreate, "validation"),
+            (ConnectionUpdate, "validation"),
+            (Connection, "serialization"),
+            (ConnectionPage, "serialization"),
+            (ProblemDetails, "serialization"),
+            (RedriveRequest, "validation"),
+        ],
+        ref_template=REF,
+    )
+    connection_id = {
+        "name": "connection_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Ledgerhook admin API",
+            "version": VERSION,
+            "description": "Register and manage connections. Every request needs "
+            "`Authorization: Bearer <admin token>`; errors are `application/problem+json` (RFC 9457).",
+        },
+        "servers": [{"url": "/admin/v1"}],
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            "/connections": {
+                "get": {
+                    "operationId": "listConnections",
+                    "summary": "List connections, oldest first, one page at a time",
+                    "parameters": [
+                        _query("tenant_id", {"type": "string"}, "Only this tenant's connections."),
+                        _query("provider", _ref("Provider"), "Only this provider's connections."),
+                        _query("status", _ref("ConnectionStatus"), "Only connections in this status."),
+                        _query(
+                            "limit",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                            "Page size.",
+                        ),
+                        _query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
+                    ],
+                    "responses": {"200": _json("ConnectionPage", "A page of connections.")}
+                    | _problems(401, 422),
+                },
+                "post": {
+                    "operationId": "createConnection",
+                    "summary": "Register a connection",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ConnectionCreate")}},
+                    },
+                    "responses": {
+                        "201": _json("Connection", "Created.")
+                        | {
+                            "headers": {
+                                "Location": {
+                                    "description": "The new connection's URL.",
+                                    "schema": {"type": "string"},
+                                }
+                            }
+                        }
+                    }
+                    | _problems(400, 401, 409, 413, 422),
+                },
+            },
+            "/connections/{connection_id}": {
+                "parameters": [connection_id],
+                "get": {
+                    "operationId": "getConnection",
+                    "summary": "Get a connection",
+                    "responses": {"200": _json("Connection", "The connection.")} | _problems(401, 404),
+                },
+                "patch": {
+                    "operationId": "updateConnection",
+                    "summary": "Change a connection's name, metadata, status or webhook secrets",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ConnectionUpdate")}},
+                    },
+                    "responses": {"200": _json("Connection", "The updated connection.")}
+                    | _problems(400, 401, 404, 413, 422),
+                },
+                "delete": {
+                    "operationId": "deleteConnection",
+                    "summary": "Disconnect: status disconnected, secrets erased, the record kept",
+                    "responses": {"204": {"description": "Disconnected."}} | _problems(401, 404),
+                },
+            },
+            "/quarantine/redrive": {
+                "post": {
+                    "operationId": "redriveQuarantine",
+                    "summary": "Feed quarantined deliveries back to the fan-out worker",
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("RedriveRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "How many records went back to the raw topic, and how many not.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "redriven": {"type": "integer"},
+                                            "skipped": {"type": "integer"},
+                                        },
+                                        "required": ["redriven", "skipped"],
+                                    }
+                                }
+                            },
+                        }
+                    }
+                    | _problems(400, 401, 413, 422, 503),
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApiDocument",
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI 3.1 document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    }
+                    | _problems(401),
+                }
+            },
+        },
+        "components": {
+            "schemas": definitions["$defs"],
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }

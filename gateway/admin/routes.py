@@ -1,0 +1,102 @@
+"""The admin API as one ASGI app, mounted at `/admin/v1` by `gateway.app`.
+
+Every request passes the admin token check first (so even unknown paths under `/admin/v1` answer
+401 to strangers); every error, routing ones included, is `application/problem+json`.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from fanout.connections import ConnectionStore
+from gateway.admin.auth import AdminTokens, RequireAdminToken
+from gateway.admin.connections import ConnectionsResource
+from gateway.admin.openapi import openapi_document
+from gateway.admin.problems import Problem
+from gateway.admin.quarantine import QuarantineResource
+from gateway.sources import DATABASE_ERRORS
+
+PREFIX = "/admin/v1"
+
+log = logging.getLogger("ledgerhook.admin")
+
+
+def _no_change(connection_id: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class AdminServices:
+    """What the admin API works with, created by the app's lifespan and passed in."""
+
+    store: ConnectionStore
+    tokens: AdminTokens
+    public_base_url: str
+    on_change: Callable[[str], None] = field(default=_no_change)
+    quarantine: QuarantineResource | None = None
+
+
+def admin_routes(services: AdminServices) -> list[BaseRoute]:
+    """The routes under `/admin/v1`, one resource each."""
+    connections = ConnectionsResource(services.store, services.public_base_url, services.on_change)
+    document = orjson.dumps(openapi_document())
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    routes: list[BaseRoute] = [
+        Route("/connections", connections.collection, methods=["GET", "POST"]),
+        Route("/connections/{connection_id}", connections.item, methods=["GET", "PATCH", "DELETE"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    if services.quarantine is not None:
+        routes.append(Route("/quarantine/redrive", services.quarantine.redrive, methods=["POST"]))
+    return routes
+
+
+def admin_app(services: AdminServices) -> Starlette:
+    """The admin API: token check, then the routes; errors as problem details."""
+    return Starlette(
+        routes=admin_routes(services),
+        middleware=[Middleware(RequireAdminToken, tokens=services.tokens)],
+        exception_handlers={
+            Problem: _problem,
+            HTTPException: _http_problem,
+            **dict.fromkeys(DATABASE_ERRORS, _database_problem),
+        },
+    )
+
+
+def admin_mount(services: AdminServices) -> Mount:
+    """The admin API mounted at `/admin/v1`."""
+    return Mount(PREFIX, app=admin_app(services))
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response()
+
+
+async def _database_problem(request: Request, exc: Exception) -> Response:
+    log.error("admin request failed: database unavailable", extra={"error": type(exc).__name__})
+    problem = Problem(503, "the database is unavailable; try again shortly", headers={"retry-after": "5"})
+    return problem.response()
+
+
+async def _http_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    details = {404: "no such admin resource", 405: f"{request.method} is not allowed here"}
+    problem = Problem(
+        exc.status_code,
+        details.get(exc.status_code, str(exc.detail)),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+    return problem.response()
