@@ -1,0 +1,163 @@
+"""Admin authentication (missing, wrong, each of several tokens, disabled), routing problems, and the
+OpenAPI document checked against the OpenAPI 3.1 rules."""
+
+import importlib.util
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import jsonschema
+import orjson
+import pytest
+
+from tests.support import RunningGateway, running_gateway
+
+TOKENS = ("first-admin-token", "second-admin-token")
+
+
+async def request(
+    gw: RunningGateway, method: str, path: str, authorization: str | None
+) -> tuple[int, Any, bytes]:
+    headers = {"authorization": authorization} if authorization is not None else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, gw.base_url + path, headers=headers) as response,
+    ):
+        return response.status, response.headers, await response.read()
+
+
+@pytest.fixture
+async def gw(settings_factory: Any) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(settings_factory(admin_tokens=",".join(TOKENS))) as running:
+        yield running
+
+
+def problem_of(status: int, headers: Any, body: bytes, expected: int) -> dict[str, Any]:
+    assert status == expected
+    assert headers["content-type"] == "application/problem+json"
+    problem: dict[str, Any] = orjson.loads(body)
+    assert problem["status"] == expected and problem["title"] and problem["detail"]
+    return problem
+
+
+@pytest.mark.parametrize("token", TOKENS)
+async def test_each_configured_token_is_accepted(gw: RunningGateway, token: str) -> None:
+    status, _, body = await request(gw, "GET", "/admin/v1/connections?limit=1", f"Bearer {token}")
+    assert status == 200 and "data" in orjson.loads(body)
+    # The scheme name is case-insensitive.
+    status, _, _ = await request(gw, "GET", "/admin/v1/connections?limit=1", f"bearer {token}")
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        f"Basic {TOKENS[0]}",
+        f"{TOKENS[0]}",
+        "Bearer wrong-token",
+        f"Bearer {TOKENS[0]}x",
+        f"Bearer {TOKENS[0][:-1]}",
+        f"Bearer {TOKENS[0]},{TOKENS[1]}",
+    ],
+)
+async def test_missing_or_wrong_tokens_are_401(gw: RunningGateway, authorization: str | None) -> None:
+    for method, path in (
+        ("GET", "/admin/v1/connections"),
+        ("POST", "/admin/v1/connections"),
+        ("DELETE", "/admin/v1/connections/0190d4d6-0000-7000-8000-000000000000"),
+        ("GET", "/admin/v1/openapi.json"),
+        ("GET", "/admin/v1/no-such-thing"),
+    ):
+        status, headers, body = await request(gw, method, path, authorization)
+        problem_of(status, headers, body, 401)
+        assert headers["www-authenticate"].startswith('Bearer realm="ledgerhook-admin"')
+        for token in TOKENS:
+            assert token.encode() not in body
+
+
+async def test_no_configured_token_disables_the_admin_api(settings_factory: Any) -> None:
+    async with running_gateway(settings_factory(admin_tokens="")) as gw:
+        for authorization in (None, "Bearer ", "Bearer anything", f"Bearer {TOKENS[0]}"):
+            status, headers, body = await request(gw, "GET", "/admin/v1/connections", authorization)
+            problem = problem_of(status, headers, body, 401)
+            assert "disabled" in problem["detail"] and "LEDGERHOOK_ADMIN_TOKENS" in problem["detail"]
+
+
+async def test_unknown_admin_paths_and_methods_are_problems(gw: RunningGateway) -> None:
+    bearer = f"Bearer {TOKENS[1]}"
+    problem_of(*await request(gw, "GET", "/admin/v1/no-such-thing", bearer), 404)
+    status, headers, body = await request(gw, "PUT", "/admin/v1/connections", bearer)
+    problem_of(status, headers, body, 405)
+    assert set(headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+
+
+async def test_openapi_document_describes_the_api(gw: RunningGateway) -> None:
+    status, headers, body = await request(gw, "GET", "/admin/v1/openapi.json", f"Bearer {TOKENS[0]}")
+    assert status == 200 and headers["content-type"] == "application/json"
+    document = orjson.loads(body)
+    assert document["openapi"] == "3.1.0"
+    paths = document["paths"]
+    assert set(paths["/connections"]) == {"get", "post"}
+    assert set(paths["/connections/{connection_id}"]) >= {"get", "patch", "delete"}
+    schemas = document["components"]["schemas"]
+    for name in ("Connection", "ConnectionCreate", "ConnectionUpdate", "ConnectionPage", "ProblemDetails"):
+        assert name in schemas, name
+    assert "webhook_secret" not in schemas["Connection"]["properties"]
+    assert "has_webhook_secret" in schemas["Connection"]["required"]
+    assert set(schemas["ConnectionCreate"]["required"]) == {"tenant_id", "provider", "provider_account_id"}
+    assert schemas["Provider"]["enum"] == [
+        "quickbooks",
+        "xero",
+        "zoho-books",
+        "freshbooks",
+        "sage-intacct",
+        "netsuite",
+        "custom",
+    ]
+    problem_media = paths["/connections"]["post"]["responses"]["422"]["content"]
+    assert "application/problem+json" in problem_media
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+    # Every reference resolves, and every schema is valid JSON Schema 2020-12 (OpenAPI 3.1's dialect).
+    for ref in _refs(document):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+    for schema in schemas.values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    if importlib.util.find_spec("openapi_spec_validator") is not None:
+        from openapi_spec_validator import validate
+
+        validate(document)
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+async def test_a_created_connection_validates_against_its_schema(gw: RunningGateway) -> None:
+    bearer = {"authorization": f"Bearer {TOKENS[0]}"}
+    async with aiohttp.ClientSession(headers=bearer) as session:
+        async with session.get(gw.base_url + "/admin/v1/openapi.json") as response:
+            document = await response.json()
+        body = {"tenant_id": "schema-check", "provider": "custom", "provider_account_id": "acct-schema"}
+        async with session.post(gw.base_url + "/admin/v1/connections", json=body) as response:
+            assert response.status in (201, 409)
+            answer = await response.json(content_type=None)
+        async with session.get(gw.base_url + "/admin/v1/connections?tenant_id=schema-check") as response:
+            page = await response.json()
+    registry_root = {"components": document["components"]}
+
+    def check(instance: Any, name: str) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}"} | registry_root
+        jsonschema.Draft202012Validator(schema).validate(instance)
+
+    check(page, "ConnectionPage")
+    check(answer, "Connection" if "id" in answer else "ProblemDetails")
