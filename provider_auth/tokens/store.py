@@ -1,0 +1,510 @@
+"""Credentials in PostgreSQL: the `oauth_grants`, `oauth_connection_grants` tables (migration 0002).
+
+Tokens are stored only encrypted with the key ring. The associated data binds a ciphertext to its
+grant and purpose (`oauth_grant:<id>:access_token`), so a ciphertext copied into another row or
+column no longer decrypts. Every method that takes `conn` runs in the caller's transaction; the
+others use the pool. `queries` counts the statements sent (for the benchmark and for tests).
+"""
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+import orjson
+
+from provider_auth.oauth.apps import GrantParams
+from provider_auth.providers import Provider
+from provider_auth.vault import KeyRing
+
+__all__ = [
+    "FINGERPRINTS_KEPT",
+    "CredentialStore",
+    "GrantRecord",
+    "GrantStatus",
+    "GrantType",
+    "NewTokens",
+    "epoch",
+    "fingerprint",
+    "timestamp",
+]
+
+# How many superseded refresh tokens a grant still recognises when a token set is handed over late.
+FINGERPRINTS_KEPT = 5
+
+
+class GrantStatus(StrEnum):
+    """Whether a grant's tokens can be used."""
+
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+    UNAVAILABLE = "unavailable"
+
+
+class GrantType(StrEnum):
+    """How a grant gets new access tokens."""
+
+    REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a grant type name, not a secret
+    CLIENT_CREDENTIALS = "client_credentials"
+
+
+def timestamp(seconds: float | None) -> datetime | None:
+    """Epoch seconds as an aware UTC datetime (None stays None)."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def epoch(value: datetime | None) -> float | None:
+    """An aware datetime as epoch seconds (None stays None)."""
+    return None if value is None else value.timestamp()
+
+
+def fingerprint(refresh_token: str) -> bytes:
+    """SHA-256 of a refresh token: recognises a token set without storing it.
+
+    Refresh tokens are long random strings, so the digest reveals nothing usable.
+    """
+    return hashlib.sha256(refresh_token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    """One `oauth_grants` row; tokens still sealed (see `CredentialStore.open_*`)."""
+
+    id: str
+    provider: Provider
+    grant_type: GrantType
+    status: GrantStatus
+    sealed_access: bytes | None = field(repr=False)
+    access_expires_at: float | None
+    sealed_refresh: bytes | None = field(repr=False)
+    refresh_expires_at: float | None
+    scope: str | None
+    params: GrantParams
+    extra: dict[str, str]
+    token_version: int
+    refreshed_at: float | None
+    refresh_due_at: float | None
+    lost_at: float | None
+    failure_count: int
+    next_attempt_at: float | None
+    last_error: str | None
+    # Fingerprint of the current refresh token (None without one).
+    current_fingerprint: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTokens:
+    """Tokens to store. `refresh_token` None keeps the stored one (non-rotating providers)."""
+
+    access_token: str | None = field(repr=False)
+    access_expires_at: float | None
+    refresh_token: str | None = field(repr=False)
+    refresh_expires_at: float | None
+    scope: str | None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+_COLUMNS = (
+    "id, provider, grant_type, status, access_token, access_expires_at, refresh_token, refresh_expires_at,"
+    " scope, params, extra, token_version, refreshed_at, refresh_due_at, lost_at, failure_count,"
+    " next_attempt_at, last_error, fingerprints[1] AS current_fingerprint"
+)
+# The link table shares no column name with oauth_grants, so joins use the same list unqualified.
+
+
+def _record(row: asyncpg.Record) -> GrantRecord:
+    extra: dict[str, Any] = orjson.loads(row["extra"])
+    return GrantRecord(
+        id=str(row["id"]),
+        provider=Provider(row["provider"]),
+        grant_type=GrantType(row["grant_type"]),
+        status=GrantStatus(row["status"]),
+        sealed_access=row["access_token"],
+        access_expires_at=epoch(row["access_expires_at"]),
+        sealed_refresh=row["refresh_token"],
+        refresh_expires_at=epoch(row["refresh_expires_at"]),
+        scope=row["scope"],
+        params=GrantParams.from_dict(orjson.loads(row["params"])),
+        extra={str(k): str(v) for k, v in extra.items()},
+        token_version=int(row["token_version"]),
+        refreshed_at=epoch(row["refreshed_at"]),
+        refresh_due_at=epoch(row["refresh_due_at"]),
+        lost_at=epoch(row["lost_at"]),
+        failure_count=int(row["failure_count"]),
+        next_attempt_at=epoch(row["next_attempt_at"]),
+        last_error=row["last_error"],
+        current_fingerprint=row["current_fingerprint"],
+    )
+
+
+def _aad(grant_id: str, purpose: str) -> bytes:
+    return f"oauth_grant:{grant_id}:{purpose}".encode()
+
+
+class CredentialStore:
+    """SQL on provider_auth's own tables, with the key ring for the token columns."""
+
+    def __init__(self, pool: asyncpg.Pool, keyring: KeyRing) -> None:
+        self.pool = pool
+        self._keyring = keyring
+        self.queries = 0
+
+    # ----- sealing -----------------------------------------------------------------------
+
+    def seal(self, grant_id: str, purpose: str, value: str | None) -> bytes | None:
+        """Encrypt a token for one grant and column (None stays None)."""
+        return None if value is None else self._keyring.encrypt_str(value, _aad(grant_id, purpose))
+
+    def open_access(self, record: GrantRecord) -> str | None:
+        """The grant's access token in clear."""
+        if record.sealed_access is None:
+            return None
+        return self._keyring.decrypt_str(record.sealed_access, _aad(record.id, "access_token"))
+
+    def open_refresh(self, record: GrantRecord) -> str | None:
+        """The grant's refresh token in clear."""
+        if record.sealed_refresh is None:
+            return None
+        return self._keyring.decrypt_str(record.sealed_refresh, _aad(record.id, "refresh_token"))
+
+    # ----- reads -------------------------------------------------------------------------
+
+    async def for_connection(self, connection_id: str) -> tuple[GrantRecord, str] | None:
+        """The grant a connection uses and the connection's provider account id (no lock)."""
+        if not _is_uuid(connection_id):
+            return None
+        self.queries += 1
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS}, l.provider_account_id FROM oauth_connection_grants l"
+            " JOIN oauth_grants g ON g.id = l.grant_id WHERE l.connection_id = $1",
+            connection_id,
+        )
+        return (_record(row), row["provider_account_id"]) if row else None
+
+    async def lock(self, conn: asyncpg.Connection, grant_id: str) -> GrantRecord | None:
+        """The grant row, locked until the transaction ends (other lockers wait, then see our writes)."""
+        self.queries += 1
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM oauth_grants WHERE id = $1 FOR UPDATE", grant_id)
+        return _record(row) if row else None
+
+    async def link_of(self, conn: asyncpg.Connection, connection_id: str) -> tuple[str, str] | None:
+        """(grant id, provider account id) of a connection, its link row locked."""
+        self.queries += 1
+        row = await conn.fetchrow(
+            "SELECT grant_id, provider_account_id FROM oauth_connection_grants"
+            " WHERE connection_id = $1 FOR UPDATE",
+            connection_id,
+        )
+        return (str(row["grant_id"]), row["provider_account_id"]) if row else None
+
+    async def connection_ids(self, conn: asyncpg.Connection | asyncpg.Pool, grant_id: str) -> list[str]:
+        """The connections a grant serves, in link order."""
+        self.queries += 1
+        rows = await conn.fetch(
+            "SELECT connection_id FROM oauth_connection_grants WHERE grant_id = $1"
+            " ORDER BY linked_at, connection_id",
+            grant_id,
+        )
+        return [str(r["connection_id"]) for r in rows]
+
+    async def find_by_fingerprint(
+        self, conn: asyncpg.Connection, provider: Provider, digest: bytes
+    ) -> GrantRecord | None:
+        """The grant whose current or a recent refresh token has this fingerprint, locked."""
+        self.queries += 1
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM oauth_grants WHERE provider = $1 AND fingerprints @> ARRAY[$2::bytea]"
+            " ORDER BY updated_at DESC LIMIT 1 FOR UPDATE",
+            provider.value,
+            digest,
+        )
+        return _record(row) if row else None
+
+    async def is_current_fingerprint(self, conn: asyncpg.Connection, grant_id: str, digest: bytes) -> bool:
+        """True when `digest` is the fingerprint of the grant's current refresh token."""
+        self.queries += 1
+        return bool(
+            await conn.fetchval(
+                "SELECT fingerprints[1] = $2 FROM oauth_grants WHERE id = $1", grant_id, digest
+            )
+        )
+
+    # ----- writes ------------------------------------------------------------------------
+
+    async def create_grant(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        provider: Provider,
+        grant_type: GrantType,
+        tokens: NewTokens,
+        params: GrantParams,
+        due_at: float | None,
+    ) -> str:
+        """A new active grant holding `tokens`; returns its id."""
+        grant_id = str(uuid.uuid4())
+        self.queries += 1
+        await conn.execute(
+            "INSERT INTO oauth_grants (id, provider, grant_type, access_token, access_expires_at,"
+            " refresh_token, refresh_expires_at, fingerprints, scope, params, extra, refresh_due_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12)",
+            grant_id,
+            provider.value,
+            grant_type.value,
+            self.seal(grant_id, "access_token", tokens.access_token),
+            timestamp(tokens.access_expires_at),
+            self.seal(grant_id, "refresh_token", tokens.refresh_token),
+            timestamp(tokens.refresh_expires_at),
+            [fingerprint(tokens.refresh_token)] if tokens.refresh_token else [],
+            tokens.scope,
+            orjson.dumps(params.as_dict()).decode(),
+            orjson.dumps(tokens.extra).decode(),
+            timestamp(due_at),
+        )
+        return grant_id
+
+    async def replace_tokens(
+        self,
+        conn: asyncpg.Connection,
+        grant_id: str,
+        *,
+        grant_type: GrantType,
+        tokens: NewTokens,
+        params: GrantParams,
+        due_at: float | None,
+    ) -> int:
+        """Handed-over credentials replace a grant's tokens and state: active, no failures.
+
+        Returns the new token version.
+        """
+        self.queries += 1
+        version: int = await conn.fetchval(
+            "UPDATE oauth_grants SET grant_type = $2, status = 'active', access_token = $3,"
+            " access_expires_at = $4, refresh_token = $5, refresh_expires_at = $6, fingerprints = $7,"
+            " scope = $8, params = $9::jsonb, extra = $10::jsonb, token_version = token_version + 1,"
+            " refresh_due_at = $11, claimed_until = NULL, lost_at = NULL, failure_count = 0,"
+            " next_attempt_at = NULL, last_error = NULL, updated_at = now()"
+            " WHERE id = $1 RETURNING token_version",
+            grant_id,
+            grant_type.value,
+            self.seal(grant_id, "access_token", tokens.access_token),
+            timestamp(tokens.access_expires_at),
+            self.seal(grant_id, "refresh_token", tokens.refresh_token),
+            timestamp(tokens.refresh_expires_at),
+            [fingerprint(tokens.refresh_token)] if tokens.refresh_token else [],
+            tokens.scope,
+            orjson.dumps(params.as_dict()).decode(),
+            orjson.dumps(tokens.extra).decode(),
+            timestamp(due_at),
+        )
+        return version
+
+    async def save_refreshed(
+        self,
+        conn: asyncpg.Connection | asyncpg.Pool,
+        grant_id: str,
+        *,
+        tokens: NewTokens,
+        rotated: bool,
+        now: float,
+        due_at: float | None,
+        expected_version: int | None = None,
+    ) -> GrantRecord | None:
+        """Store the result of a refresh: new tokens, active, failures cleared, version bumped.
+
+        With `expected_version` the write happens only if no other token set was stored since
+        (compare-and-set, for a write that lost its lock); returns the updated row, or None when
+        the compare failed.
+        """
+        sealed_refresh = self.seal(grant_id, "refresh_token", tokens.refresh_token) if rotated else None
+        digest = fingerprint(tokens.refresh_token) if rotated and tokens.refresh_token else None
+        self.queries += 1
+        row = await conn.fetchrow(
+            "UPDATE oauth_grants SET status = 'active', access_token = $2, access_expires_at = $3,"
+            " refresh_token = coalesce($4, refresh_token),"
+            " refresh_expires_at = coalesce($5, refresh_expires_at),"
+            " fingerprints = CASE WHEN $6::bytea IS NULL THEN fingerprints"
+            f"   ELSE (ARRAY[$6::bytea] || fingerprints)[1:{FINGERPRINTS_KEPT + 1}] END,"
+            " scope = coalesce($7, scope), extra = extra || $8::jsonb, token_version = token_version + 1,"
+            " refreshed_at = $9, refresh_due_at = $10, claimed_until = NULL, lost_at = NULL,"
+            " failure_count = 0, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
+            " WHERE id = $1 AND ($11::bigint IS NULL OR token_version = $11)"
+            f" RETURNING {_COLUMNS}",
+            grant_id,
+            self.seal(grant_id, "access_token", tokens.access_token),
+            timestamp(tokens.access_expires_at),
+            sealed_refresh,
+            timestamp(tokens.refresh_expires_at),
+            digest,
+            tokens.scope,
+            orjson.dumps(tokens.extra).decode(),
+            timestamp(now),
+            timestamp(due_at),
+            expected_version,
+        )
+        return _record(row) if row else None
+
+    async def save_failure(
+        self,
+        conn: asyncpg.Connection,
+        grant_id: str,
+        *,
+        status: GrantStatus,
+        failure_count: int,
+        next_attempt_at: float | None,
+        lost_at: float | None,
+        last_error: str,
+    ) -> None:
+        """Record a failed refresh: counters, the next allowed attempt, the state."""
+        self.queries += 1
+        await conn.execute(
+            "UPDATE oauth_grants SET status = $2::text, failure_count = $3, next_attempt_at = $4::timestamptz,"
+            " refresh_due_at = CASE WHEN $2::text = 'needs_reauth' THEN NULL ELSE $4::timestamptz END,"
+            " claimed_until = NULL,"
+            " lost_at = $5, last_error = $6, updated_at = now() WHERE id = $1",
+            grant_id,
+            status.value,
+            failure_count,
+            timestamp(next_attempt_at),
+            timestamp(lost_at),
+            last_error[:300],
+        )
+
+    async def set_due(self, conn: asyncpg.Connection, grant_id: str, due_at: float | None) -> None:
+        """Move the refresher's next look at a grant (and drop its lease)."""
+        self.queries += 1
+        await conn.execute(
+            "UPDATE oauth_grants SET refresh_due_at = $2, claimed_until = NULL WHERE id = $1",
+            grant_id,
+            timestamp(due_at),
+        )
+
+    async def link(
+        self, conn: asyncpg.Connection, connection_id: str, grant_id: str, provider_account_id: str
+    ) -> None:
+        """Point a connection at a grant (replacing any previous link)."""
+        self.queries += 1
+        await conn.execute(
+            "INSERT INTO oauth_connection_grants (connection_id, grant_id, provider_account_id)"
+            " VALUES ($1, $2, $3) ON CONFLICT (connection_id) DO UPDATE"
+            " SET grant_id = excluded.grant_id, provider_account_id = excluded.provider_account_id,"
+            " linked_at = now()",
+            connection_id,
+            grant_id,
+            provider_account_id,
+        )
+
+    async def unlink(self, conn: asyncpg.Connection, connection_id: str) -> None:
+        """Remove a connection's link."""
+        self.queries += 1
+        await conn.execute("DELETE FROM oauth_connection_grants WHERE connection_id = $1", connection_id)
+
+    async def delete_if_orphaned(self, conn: asyncpg.Connection, grant_id: str) -> bool:
+        """Delete a grant no connection uses any more (its tokens go with it); True if deleted."""
+        self.queries += 1
+        deleted = await conn.fetchval(
+            "DELETE FROM oauth_grants WHERE id = $1 AND NOT EXISTS"
+            " (SELECT 1 FROM oauth_connection_grants WHERE grant_id = $1) RETURNING id",
+            grant_id,
+        )
+        return deleted is not None
+
+    # ----- the refresher -------------------------------------------------------------------
+
+    async def claim_due(self, now: float, limit: int, lease: float) -> list[str]:
+        """Lease up to `limit` grants whose refresh is due; safe with any number of replicas.
+
+        `FOR UPDATE SKIP LOCKED` skips rows another replica is claiming or refreshing right now,
+        and the lease (`claimed_until`) keeps a claimed row out of the others' batches until it is
+        refreshed or the lease runs out (a replica that died mid-batch).
+        """
+        self.queries += 1
+        rows = await self.pool.fetch(
+            "UPDATE oauth_grants SET claimed_until = $2 WHERE id IN ("
+            " SELECT id FROM oauth_grants WHERE status IN ('active', 'unavailable') AND refresh_due_at <= $1"
+            " AND (claimed_until IS NULL OR claimed_until <= $1)"
+            " ORDER BY refresh_due_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
+            timestamp(now),
+            timestamp(now + lease),
+            limit,
+        )
+        return [str(r["id"]) for r in rows]
+
+    async def status_counts(self) -> list[tuple[str, str, int]]:
+        """(provider, credential status, connections) for every pair present."""
+        self.queries += 1
+        rows = await self.pool.fetch(
+            "SELECT g.provider, g.status, count(*) AS n FROM oauth_connection_grants l"
+            " JOIN oauth_grants g ON g.id = l.grant_id GROUP BY g.provider, g.status"
+        )
+        return [(r["provider"], r["status"], int(r["n"])) for r in rows]
+
+    # ----- key rotation --------------------------------------------------------------------
+
+    async def reencrypt(self, batch: int = 500) -> tuple[int, int]:
+        """Re-encrypt every grant's tokens under the key ring's current key.
+
+        Rows are taken in batches under `FOR UPDATE SKIP LOCKED` (a grant being refreshed is
+        skipped and picked up by the next pass). Returns (rows re-encrypted, rows still under
+        another key); run again while the second number is not zero.
+        """
+        current = self._keyring.current_key_id
+        changed = 0
+        last = "00000000-0000-0000-0000-000000000000"
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                self.queries += 1
+                rows = await conn.fetch(
+                    "SELECT id, access_token, refresh_token FROM oauth_grants WHERE id > $1"
+                    " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    last,
+                    batch,
+                )
+                for row in rows:
+                    grant_id = str(row["id"])
+                    updates = {
+                        purpose: self._keyring.reencrypt(sealed, _aad(grant_id, purpose))
+                        for purpose, sealed in (
+                            ("access_token", row["access_token"]),
+                            ("refresh_token", row["refresh_token"]),
+                        )
+                        if sealed is not None and KeyRing.key_id_of(sealed) != current
+                    }
+                    if updates:
+                        self.queries += 1
+                        await conn.execute(
+                            "UPDATE oauth_grants SET access_token = coalesce($2, access_token),"
+                            " refresh_token = coalesce($3, refresh_token) WHERE id = $1",
+                            grant_id,
+                            updates.get("access_token"),
+                            updates.get("refresh_token"),
+                        )
+                        changed += 1
+            if len(rows) < batch:
+                break
+            last = str(rows[-1]["id"])
+        return changed, await self.count_stale_keys()
+
+    async def count_stale_keys(self) -> int:
+        """Grants with a token still encrypted under a key other than the current one."""
+        current = self._keyring.current_key_id
+        stale = 0
+        self.queries += 1
+        async with self.pool.acquire() as conn, conn.transaction():
+            async for row in conn.cursor("SELECT access_token, refresh_token FROM oauth_grants"):
+                sealed_values: Sequence[bytes | None] = (row["access_token"], row["refresh_token"])
+                if any(s is not None and KeyRing.key_id_of(s) != current for s in sealed_values):
+                    stale += 1
+        return stale
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
