@@ -86,6 +86,22 @@ def _redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connections(args: argparse.Namespace) -> int:
+    from gateway.admin_client import AdminError, run_connections
+
+    try:
+        output = asyncio.run(run_connections(args))
+    except AdminError as exc:
+        print(f"ledgerhook connections {args.action}: {exc.describe()}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"ledgerhook connections {args.action}: {exc}", file=sys.stderr)
+        return 2
+    if output:
+        print(output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -140,6 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redrive.add_argument("--delivery-id", default=None, help="only the records of this delivery")
     redrive.set_defaults(func=_redrive)
+
+    connections = commands.add_parser("connections", help="manage connections through the admin API")
+    actions = connections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument(
+        "--url", default=None, help="gateway URL (default: LEDGERHOOK_ADMIN_URL or http://127.0.0.1:8000)"
+    )
+    add = actions.add_parser(
+        "add", parents=[target], help="register a connection; prints it as JSON, webhook_url included"
+    )
+    add.add_argument("--tenant", required=True, help="tenant id")
+    add.add_argument("--provider", required=True, help="provider slug, e.g. zoho-books")
+    add.add_argument("--account", required=True, help="the provider's account id")
+    add.add_argument("--name", default=None, help="display name")
+    add.add_argument("--secret", default=None, help="webhook secret; `-` reads it from standard input")
+    add.add_argument("--metadata", default=None, help="a JSON object")
+    listing = actions.add_parser("list", parents=[target], help="list connections as a table")
+    listing.add_argument("--tenant", default=None)
+    listing.add_argument("--provider", default=None)
+    listing.add_argument("--status", default=None)
+    show = actions.add_parser("show", parents=[target], help="print one connection as JSON")
+    show.add_argument("id")
+    remove = actions.add_parser("rm", parents=[target], help="disconnect a connection, erasing its secrets")
+    remove.add_argument("id")
+    connections.set_defaults(func=_connections)
     return parser
 
 

@@ -19,6 +19,7 @@ from gateway.logs import configure_logging
 from gateway.migrate import migrate
 from gateway.server import GatewayServer, uvicorn_config
 from gateway.settings import ENV_PREFIX, Settings, load_settings
+from provider_auth.vault import KeyRing
 
 # Well-known secrets for the local stack only; `LEDGERHOOK_*` variables replace any of them.
 DEV_SECRETS = {
@@ -26,6 +27,8 @@ DEV_SECRETS = {
     "XERO_WEBHOOK_KEYS": "dev-xero-webhook-key",
     "ADMIN_TOKENS": "dev-admin-token",
 }
+# Where `dev` keeps the key ring it made for secrets at rest (when LEDGERHOOK_ENCRYPTION_KEYS is unset).
+ENCRYPTION_KEYS_FILE = "encryption-keys"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Sett
         "shutdown_drain_seconds": 0,
         "log_level": "INFO",
     }
+    # Webhook URLs of connections point at this stack; secrets survive restarts under its own key ring.
+    defaults["public_base_url"] = f"http://{options.host}:{options.port}"
+    if f"{ENV_PREFIX}ENCRYPTION_KEYS" not in os.environ:
+        defaults["encryption_keys"] = dev_encryption_keys(options.data_dir)
     chosen = {key: value for key, value in defaults.items() if f"{ENV_PREFIX}{key.upper()}" not in os.environ}
     # The embedded services and the flags are what `dev` is for: they always apply.
     chosen |= {
@@ -56,6 +63,22 @@ def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Sett
         "port": options.port,
     }
     return load_settings(**chosen)
+
+
+def dev_encryption_keys(data_dir: Path) -> str:
+    """The dev stack's key ring, `dev:<base64 key>`: read from the data dir, made (mode 0600) if absent."""
+    path = data_dir / ENCRYPTION_KEYS_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        ring = f"dev:{KeyRing.generate_key()}\n"
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another dev process made it first: use theirs
+        else:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(ring)
+    return path.read_text().strip()
 
 
 def banner(settings: Settings, options: DevOptions) -> str:
@@ -68,6 +91,7 @@ def banner(settings: Settings, options: DevOptions) -> str:
             "Ledgerhook dev stack is up.",
             f"  gateway       {base}  (webhooks at {base}/webhooks/<provider>)",
             f"  health        {base}/livez  {base}/readyz  {base}/metrics",
+            f"  admin API     {base}/admin/v1  (Bearer token below; docs/admin-api.md)",
             f"  kafka         {settings.kafka_bootstrap_servers}  (Tansu, in memory)",
             f"  postgres      {settings.database_url.get_secret_value()}",
             f"  data dir      {options.data_dir}",
@@ -76,6 +100,7 @@ def banner(settings: Settings, options: DevOptions) -> str:
             "",
             "Try, in another terminal:",
             f"  ledgerhook send-sample quickbooks --url {base}",
+            f"  ledgerhook connections add --tenant acme --provider custom --account acct-1 --url {base}",
             f"  ledgerhook tail {settings.topic_raw} --bootstrap {settings.kafka_bootstrap_servers}",
             "",
             "Ctrl-C stops everything.",
