@@ -368,9 +368,9 @@ class TokenManager:
                         return outcome
                     await tx.commit()
                 except BaseException:
-                    if not conn.is_closed():
-                        with contextlib.suppress(Exception):
-                            await tx.rollback()
+                    # The connection may be gone with the error (then so is the transaction).
+                    with contextlib.suppress(Exception):
+                        await tx.rollback()
                     raise
                 return outcome
         except _Salvage as salvage:
@@ -378,7 +378,7 @@ class TokenManager:
         except asyncpg.LockNotAvailableError:
             raise TokenUnavailable("another process is refreshing this grant", 1.0) from None
         except _DB_LOST as exc:
-            raise TokenUnavailable(f"the database is unreachable ({type(exc).__name__})", 1.0) from None
+            raise TokenUnavailable(f"the database is unreachable ({type(exc).__name__})", 1.0) from exc
 
     # ----- under the lock ------------------------------------------------------------------
 

@@ -362,7 +362,8 @@ class CredentialStore:
         """Record a failed refresh: counters, the next allowed attempt, the state."""
         self.queries += 1
         await conn.execute(
-            "UPDATE oauth_grants SET status = $2::text, failure_count = $3, next_attempt_at = $4::timestamptz,"
+            "UPDATE oauth_grants SET status = $2::text, failure_count = $3,"
+            " next_attempt_at = $4::timestamptz,"
             " refresh_due_at = CASE WHEN $2::text = 'needs_reauth' THEN NULL ELSE $4::timestamptz END,"
             " claimed_until = NULL,"
             " lost_at = $5, last_error = $6, updated_at = now() WHERE id = $1",

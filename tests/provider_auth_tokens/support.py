@@ -88,7 +88,9 @@ class Stack:
             **policy,
         )
 
-    async def connection(self, provider: Provider, account: str | None = None, tenant: str | None = None) -> str:
+    async def connection(
+        self, provider: Provider, account: str | None = None, tenant: str | None = None
+    ) -> str:
         """A new active connection; returns its id."""
         created = await self.connections.create(
             tenant or f"tenant-{uuid.uuid4().hex[:8]}", provider, account or f"acct-{uuid.uuid4().hex[:8]}"
@@ -141,7 +143,7 @@ class Stack:
             schema = json.loads((SCHEMAS / f"{event_type.replace(':', '.')}.json").read_text())
             jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(data)
             assert record.key == data["connection_id"].encode()
-            assert event["connectionid"] == data["connection_id"] and event["subject"] == data["connection_id"]
+            assert event["connectionid"] == data["connection_id"] == event["subject"]
             if connection_id is None or data["connection_id"] == connection_id:
                 events.append({"type": event_type, "id": event["id"], **data})
         return events
