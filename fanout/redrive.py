@@ -81,7 +81,7 @@ async def redrive(
         partitions = await _partitions(reader, quarantine_topic)
         if not partitions:
             return RedriveResult(0, 0)
-        ends = await reader.end_offsets(partitions)
+        ends = await _end_snapshot(reader, partitions)
         beginnings = await reader.beginning_offsets(partitions)
         starts: dict[Reason, dict[TopicPartition, int]] = {}
         for r, tracker in trackers.items():
@@ -150,6 +150,26 @@ async def _partitions(reader: AIOKafkaConsumer, topic: str) -> list[TopicPartiti
     return [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
 
 
+async def _end_snapshot(
+    reader: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The end offset of every partition now; assigns them to `reader`.
+
+    The high watermark of a fetch response is exact on every broker; ListOffsets alone is not enough
+    (Tansu 0.6 answers it with the last record batch's base offset + 1), so take the larger of both.
+    """
+    listed = await reader.end_offsets(partitions)
+    reader.assign(partitions)
+    for tp in partitions:
+        reader.seek(tp, max(0, listed[tp] - 1))
+    started = time.monotonic()
+    while any(reader.highwater(tp) is None for tp in partitions):
+        await reader.getmany(*partitions, timeout_ms=200)
+        if time.monotonic() - started > STALL_SECONDS:
+            raise TimeoutError(f"the quarantine topic's end could not be read in {STALL_SECONDS:.0f}s")
+    return {tp: max(listed[tp], reader.highwater(tp) or 0) for tp in partitions}
+
+
 async def _records(
     reader: AIOKafkaConsumer,
     partitions: list[TopicPartition],
@@ -157,7 +177,6 @@ async def _records(
     ends: dict[TopicPartition, int],
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record from the lowest start of any reason up to the end snapshot."""
-    reader.assign(partitions)
     todo = []
     for tp in partitions:
         first = min(by_partition[tp] for by_partition in starts.values())

@@ -71,6 +71,7 @@ class WorkerConfig:
     quarantine_topic: str
     group_id: str
     batch_size: int = 500
+    session_timeout_ms: int = 10_000
 
 
 class WorkerMetrics:
@@ -317,6 +318,8 @@ class FanoutWorker:
             group_id=self._config.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a new group starts with everything the raw log still holds
+            session_timeout_ms=self._config.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self._config.session_timeout_ms // 3),
         )
         consumer.subscribe([self._config.raw_topic], listener=_FinishBatchFirst(self._batch_lock))
         await consumer.start()

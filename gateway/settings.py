@@ -93,6 +93,9 @@ class Settings(KafkaSettings):
     worker_port: int = Field(
         9000, ge=1, le=65535, description="Port of `ledgerhook worker`'s /livez, /readyz and /metrics."
     )
+    worker_session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Group session timeout: a silent worker loses its partitions after it."
+    )
 
     # Process.
     host: str = "0.0.0.0"

@@ -55,6 +55,7 @@ def worker_tasks(settings: Settings, infra: Infrastructure, registry: CollectorR
             quarantine_topic=settings.topic_quarantine,
             group_id=settings.worker_group_id,
             batch_size=settings.worker_batch_size,
+            session_timeout_ms=settings.worker_session_timeout_ms,
         ),
         connection_options(settings),
         infra.producer,
