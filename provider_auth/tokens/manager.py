@@ -721,10 +721,13 @@ class TokenManager:
             done = await self._refresh(grant_id, proactive=True)
         except NoCredentials:
             return "gone"
-        except TokenUnavailable:
-            return "failed"
         except TokenError:
             return "failed"
+        except Exception:
+            # One grant's trouble (a ciphertext under a key no longer in the ring, ...) must not
+            # stop the refresher's pass over the others.
+            log.exception("refresh of a grant failed", extra={"grant_id": grant_id})
+            return "error"
         if isinstance(done.error, ReauthRequired):
             return "needs_reauth"
         if done.error is not None:

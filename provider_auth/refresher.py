@@ -1,0 +1,107 @@
+"""The proactive refresher: renews tokens before anyone has to wait for them, part of `ledgerhook worker`.
+
+Each pass leases the grants whose `refresh_due_at` has come (see `CredentialStore.claim_due`:
+`FOR UPDATE SKIP LOCKED` plus a lease, so any number of replicas share the work without doing it
+twice) and refreshes each through `TokenManager.refresh_grant`, which takes the grant's row lock and
+re-reads it like every other refresh: a grant a caller refreshed in between is simply not due any
+more. Due times are set when tokens are stored: ahead of the access token's expiry by the window
+plus a random jitter (so ten thousand tokens stored at once do not come due at once), or before an
+idle refresh token's inactivity expiry (Xero 60 days, QuickBooks 100 days rolling), or at the next
+retry after a failure. Grants that need reauthorization are never due; grants marked unavailable
+are, and their first success reports the connections back.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from provider_auth import audit
+from provider_auth.tokens.manager import TokenManager
+
+__all__ = ["Refresher"]
+
+log = logging.getLogger("ledgerhook.tokens.refresher")
+
+
+class Refresher:
+    """Runs refresh passes every `interval` seconds (with jitter) until stopped."""
+
+    def __init__(
+        self,
+        manager: TokenManager,
+        *,
+        interval: float = 15.0,
+        batch_size: int = 100,
+        concurrency: int = 4,
+        lease: float = 120.0,
+        audit_retention_days: float = 30.0,
+        status_every: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.manager = manager
+        self.interval = interval
+        self.batch_size = batch_size
+        # Each refresh holds a pooled database connection while the provider answers.
+        self.concurrency = concurrency
+        self.lease = lease
+        self.audit_retention = timedelta(days=audit_retention_days)
+        self.status_every = status_every
+        self._rng = rng or random.Random()
+        self._last_status = float("-inf")
+        self._last_prune = float("-inf")
+
+    async def run_once(self) -> Counter[str]:
+        """Refresh everything due now; returns how many grants ended in each outcome."""
+        outcomes: Counter[str] = Counter()
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def refresh(grant_id: str) -> str:
+            async with gate:
+                return await self.manager.refresh_grant(grant_id)
+
+        while True:
+            claimed = await self.manager.store.claim_due(self.manager.clock(), self.batch_size, self.lease)
+            if not claimed:
+                break
+            outcomes.update(await asyncio.gather(*(refresh(g) for g in claimed)))
+            if len(claimed) < self.batch_size:
+                break
+        return outcomes
+
+    async def sample_status(self) -> None:
+        """Set the connections-by-credential-status gauge from the database."""
+        gauge = self.manager.metrics.connections
+        gauge.clear()
+        for provider, status, count in await self.manager.store.status_counts():
+            gauge.labels(provider, status).set(count)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Passes until `stop` is set; errors are logged and the next pass tries again."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                outcomes = await self.run_once()
+                if outcomes:
+                    log.info("token refresh pass", extra={"outcomes": dict(outcomes)})
+                await self._housekeeping()
+            except Exception:
+                log.exception("token refresh pass failed")
+            pause = self.interval * self._rng.uniform(0.8, 1.2) - (time.monotonic() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, pause))
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_status >= self.status_every:
+            self._last_status = now
+            await self.sample_status()
+        if now - self._last_prune >= 3600:
+            self._last_prune = now
+            cutoff = datetime.now(UTC) - self.audit_retention
+            pruned = await audit.prune(self.manager.store.pool, cutoff)
+            if pruned:
+                log.info("token audit pruned", extra={"rows": pruned})
