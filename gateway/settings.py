@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from provider_auth.oauth.specs import SPECS
+from provider_auth.providers import Provider
 from provider_auth.webhooks.jwt_bearer import load_keys
 
 ENV_PREFIX = "LEDGERHOOK_"
@@ -95,6 +97,69 @@ class Settings(KafkaSettings):
     )
     worker_session_timeout_ms: int = Field(
         10_000, ge=1000, description="Group session timeout: a silent worker loses its partitions after it."
+    )
+
+    # OAuth tokens (provider_auth, docs/tokens.md). Per provider: Ledgerhook's app at the provider
+    # (client id and secret) and where its token, API and revocation endpoints are: production by
+    # default, or a sandbox or the provider emulator. `{account}` (NetSuite) and `{accounts_server}`,
+    # `{api_domain}` (Zoho data centre) are filled in per connection.
+    quickbooks_client_id: str | None = Field(None, description="QuickBooks app client id.")
+    quickbooks_client_secret: SecretStr | None = Field(None, description="QuickBooks app client secret.")
+    quickbooks_token_url: str = Field(SPECS[Provider.QUICKBOOKS].oauth_endpoint, description="Token URL.")
+    quickbooks_api_base_url: str = Field(SPECS[Provider.QUICKBOOKS].api_base_url, description="API base.")
+    quickbooks_revoke_url: str = Field(
+        SPECS[Provider.QUICKBOOKS].revoke_endpoint or "", description="QuickBooks token revocation URL."
+    )
+    xero_client_id: str | None = Field(None, description="Xero app client id.")
+    xero_client_secret: SecretStr | None = Field(None, description="Xero app client secret.")
+    xero_token_url: str = Field(SPECS[Provider.XERO].oauth_endpoint, description="Token URL.")
+    xero_api_base_url: str = Field(SPECS[Provider.XERO].api_base_url, description="API base (connections).")
+    zoho_books_client_id: str | None = Field(None, description="Zoho app client id.")
+    zoho_books_client_secret: SecretStr | None = Field(None, description="Zoho app client secret.")
+    zoho_books_token_url: str = Field(SPECS[Provider.ZOHO_BOOKS].oauth_endpoint, description="Token URL.")
+    zoho_books_api_base_url: str = Field(SPECS[Provider.ZOHO_BOOKS].api_base_url, description="API base.")
+    freshbooks_client_id: str | None = Field(None, description="FreshBooks app client id.")
+    freshbooks_client_secret: SecretStr | None = Field(None, description="FreshBooks app client secret.")
+    freshbooks_token_url: str = Field(SPECS[Provider.FRESHBOOKS].oauth_endpoint, description="Token URL.")
+    freshbooks_api_base_url: str = Field(SPECS[Provider.FRESHBOOKS].api_base_url, description="API base.")
+    netsuite_client_id: str | None = Field(None, description="NetSuite integration client id.")
+    netsuite_client_secret: SecretStr | None = Field(None, description="NetSuite integration client secret.")
+    netsuite_token_url: str = Field(SPECS[Provider.NETSUITE].oauth_endpoint, description="Token URL.")
+    netsuite_api_base_url: str = Field(SPECS[Provider.NETSUITE].api_base_url, description="API base.")
+    netsuite_jwt_key_id: str | None = Field(None, description="NetSuite M2M certificate id (JWT `kid`).")
+    netsuite_jwt_private_key: SecretStr | None = Field(
+        None, description="NetSuite M2M private key (PEM) that signs client-credentials assertions."
+    )
+    netsuite_jwt_algorithm: Literal["PS256", "PS384", "PS512", "ES256", "ES384", "ES512"] = Field(
+        "PS256", description="Signing algorithm of the NetSuite assertion."
+    )
+    netsuite_jwt_scope: str = Field("rest_webservices", description="NetSuite M2M scopes, comma-separated.")
+    sage_intacct_client_id: str | None = Field(None, description="Sage Intacct app client id.")
+    sage_intacct_client_secret: SecretStr | None = Field(None, description="Sage Intacct app client secret.")
+    sage_intacct_token_url: str = Field(SPECS[Provider.SAGE_INTACCT].oauth_endpoint, description="Token URL.")
+    sage_intacct_api_base_url: str = Field(SPECS[Provider.SAGE_INTACCT].api_base_url, description="API base.")
+    token_refresh_skew_seconds: float = Field(
+        300.0, ge=0, description="Access tokens handed out stay valid at least this long."
+    )
+    token_refresh_window_seconds: float = Field(
+        600.0, ge=0, description="The refresher renews tokens this long before they expire."
+    )
+    token_refresh_jitter_seconds: float = Field(
+        120.0, ge=0, description="Up to this much earlier again, at random, so expiries spread out."
+    )
+    token_request_timeout_seconds: float = Field(
+        15.0, gt=0, description="Bound on one call to a provider's token endpoint."
+    )
+    token_refresh_interval_seconds: float = Field(15.0, gt=0, description="Pause between refresher passes.")
+    token_refresh_batch_size: int = Field(100, ge=1, description="Grants the refresher leases at a time.")
+    token_refresh_concurrency: int = Field(
+        4, ge=1, description="Refreshes one worker runs at once (each holds a database connection)."
+    )
+    token_max_transient_failures: int = Field(
+        5, ge=1, description="Failed attempts after expiry before `refresh_unavailable` is reported."
+    )
+    token_cache_seconds: float = Field(
+        30.0, ge=0, description="How long a process serves a fresh token from memory before re-reading."
     )
 
     # Process.
