@@ -50,6 +50,7 @@ from starlette.types import Message
 from fanout.connections import Connection, ConnectionStore
 from fanout.parsers.freshbooks import verification_code
 from gateway.body import read_limited
+from gateway.metrics import Metrics
 from gateway.settings import Settings, secret_values
 from provider_auth.providers import Provider, parse_provider
 from provider_auth.vault import VaultError
@@ -276,7 +277,7 @@ class ConnectionEndpoint:
         ingress: Ingress,
         sources: ConnectionSources,
         store: ConnectionStore,
-        metrics: Any,
+        metrics: Metrics,
         max_body_bytes: int,
         retry_after_seconds: int,
     ) -> None:
