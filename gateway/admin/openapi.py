@@ -41,8 +41,9 @@ def _problems(*statuses: int) -> dict[str, Any]:
         422: "Invalid members or query parameters, listed in `errors`.",
         503: "A dependency (database or broker) did not answer; retry later.",
     }
+    problem = _ref("ProblemDetails")
     return {
-        str(status): {"description": reasons[status], "content": {MEDIA_TYPE: {"schema": _ref("ProblemDetails")}}}
+        str(status): {"description": reasons[status], "content": {MEDIA_TYPE: {"schema": problem}}}
         for status in statuses
     }
 
