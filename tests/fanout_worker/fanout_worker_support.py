@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -244,3 +245,30 @@ def validate_data(event_type: str, data: dict[str, Any]) -> None:
 def sample_value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     """A metric sample's value, 0 when never set."""
     return registry.get_sample_value(name, labels) or 0.0
+
+
+async def produce_raw(stack: Stack, value: bytes, key: bytes | None, headers: dict[str, str]) -> None:
+    """Append a record to the raw topic directly (what ingress would write, or something it never does)."""
+    pending = await stack.infra.producer.send(
+        stack.settings.topic_raw, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+    )
+    await pending
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a `ledgerhook` subprocess needs to use this test's stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERHOOK_")}
+    values = {
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_IDEMPOTENT_PRODUCER": "false",
+        "TOPIC_RAW": settings.topic_raw,
+        "TOPIC_CHANGES": settings.topic_changes,
+        "TOPIC_QUARANTINE": settings.topic_quarantine,
+        "TOPIC_ACCOUNT_EVENTS": settings.topic_account_events,
+        "TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "WORKER_GROUP_ID": settings.worker_group_id,
+        "WORKER_SESSION_TIMEOUT_MS": str(settings.worker_session_timeout_ms),
+        "LOG_LEVEL": "INFO",
+    }
+    return env | {f"LEDGERHOOK_{k}": v for k, v in (values | extra).items()}
