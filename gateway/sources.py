@@ -204,7 +204,9 @@ class ConnectionSources:
                 secrets = await self._store.webhook_secrets(key) if wants_secrets else []
         except DATABASE_ERRORS as exc:
             if stale is not None and self._clock() - stale.fetched_at < STALE_SECONDS:
-                log.warning("connection lookup failed, serving the cached scheme", extra={"error": str(exc)})
+                log.warning(
+                    "connection lookup failed, serving the cached scheme", extra={"error": type(exc).__name__}
+                )
                 return stale.source
             log.error("connection lookup failed", extra={"error": type(exc).__name__})
             raise SourceUnavailable(type(exc).__name__) from exc
