@@ -7,6 +7,7 @@ import sys
 import uuid
 from typing import Any
 
+import aiohttp
 import orjson
 from fanout_worker_support import (
     Received,
@@ -23,11 +24,12 @@ from fanout_worker_support import (
     worker_running,
 )
 
-from fanout.connections import ConnectionStore
+from fanout.connections import ConnectionStatus, ConnectionStore
 from fanout.quarantine import Reason
 from fanout.redrive import RedriveResult
 from gateway.admin.quarantine import redrive_once
 from provider_auth.providers import Provider
+from tests.support import ADMIN_TOKEN
 
 QUARANTINE_HEADERS = {
     "ledgerhook-quarantine-reason",
@@ -308,3 +310,38 @@ async def test_redrive_filters_and_progress(settings_factory: Any, store: Connec
         assert counts == ["0", "0", "0", "1", "1", "1", "2", "2"]  # 3 deliveries, 2 single redrives, then 3
         for record in raw:
             assert not QUARANTINE_HEADERS & set(record.headers)
+
+
+async def test_admin_endpoint_redrives_after_a_reconnect(stack: Stack, store: ConnectionStore) -> None:
+    realm = account()
+    connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
+    await store.disconnect(connection.id)
+    await post_signed(
+        stack.gateway, "quickbooks", legacy((realm, [("Payment", "8", "Create", "2025-05-06T07:08:09Z")]))
+    )
+    url = f"{stack.gateway.base_url}/admin/v1/quarantine/redrive"
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with worker_running(stack), aiohttp.ClientSession() as http:
+        await caught_up(stack.settings)
+        [quarantined] = await read_quarantine(stack.settings)
+        assert quarantined.header("ledgerhook-quarantine-reason") == "disconnected"
+
+        async with http.post(url, json={"reason": "disconnected"}) as response:
+            assert response.status == 401  # no token
+        async with http.post(url, json={"reason": "gone-fishing"}, headers=auth) as response:
+            assert response.status == 422
+            assert response.content_type == "application/problem+json"
+            problem = await response.json()
+            assert problem["errors"][0]["pointer"] == "#/reason"
+
+        await store.update(connection.id, status=ConnectionStatus.ACTIVE)  # reconnected
+        async with http.post(url, json={"reason": "disconnected"}, headers=auth) as response:
+            assert response.status == 200
+            assert await response.json() == {"redriven": 1, "skipped": 0}
+        await caught_up(stack.settings)
+        [event] = await read_events(stack.settings)
+        assert event.key == connection.id.encode()
+        assert event.event().get_type() == "accounting.payment.created"
+        async with http.post(url, headers=auth) as response:  # no body: every reason; nothing left
+            assert response.status == 200
+            assert await response.json() == {"redriven": 0, "skipped": 0}
