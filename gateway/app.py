@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from fanout.connections import ConnectionStore
 from gateway.admin import AdminServices, AdminTokens, admin_app
+from gateway.admin.credentials import CredentialsResource
 from gateway.admin.quarantine import QuarantineResource
 from gateway.health import Readiness, livez, metrics_endpoint
 from gateway.infra import Infrastructure, open_infrastructure
@@ -21,6 +22,7 @@ from gateway.metrics import Metrics
 from gateway.rawlog import RawLog
 from gateway.settings import Settings, secret_values
 from gateway.sources import ConnectionEndpoint, ConnectionSources, SharedSources
+from gateway.tokens import build_token_manager
 from provider_auth.vault import KeyRing
 
 WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -50,6 +52,8 @@ def create_app(
             keys = settings.encryption_keys
             keyring = KeyRing.parse(keys.get_secret_value()) if keys else None
             store = ConnectionStore(live.pool, keyring)
+            # OAuth tokens (provider_auth): credentials endpoint, disconnects, token metrics on /metrics.
+            tokens = build_token_manager(settings, live, metrics.registry)
             sources = ConnectionSources(
                 store, SharedSources(settings), settings, can_store_secrets=keyring is not None
             )
@@ -68,9 +72,12 @@ def create_app(
                     settings.public_base_url,
                     on_change=sources.invalidate,
                     quarantine=QuarantineResource(settings, live.producer),
+                    credentials=CredentialsResource(store, tokens),
                 )
             )
             yield
+            if tokens is not None:
+                await tokens.close()  # refreshes in flight finish and store their tokens
 
     async def webhook(request: Request) -> Response:
         ingress: Ingress = request.app.state.ingress

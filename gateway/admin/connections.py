@@ -8,7 +8,7 @@ says whether there is one).
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -241,11 +241,15 @@ class ConnectionsResource:
         store: ConnectionStore,
         public_base_url: str,
         on_change: Callable[[str], None] = lambda connection_id: None,
+        before_disconnect: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        """`on_change(connection_id)` runs after every write (the webhook scheme cache listens)."""
+        """`on_change(connection_id)` runs after every write (the webhook scheme cache listens);
+        `before_disconnect(connection_id)` before a DELETE disconnects (OAuth tokens are revoked at
+        the provider where it has an endpoint, and erased)."""
         self._store = store
         self._base = public_base_url.rstrip("/")
         self._on_change = on_change
+        self._before_disconnect = before_disconnect
 
     def render(self, connection: StoredConnection) -> Connection:
         """The public view of a connection."""
@@ -387,6 +391,8 @@ class ConnectionsResource:
     async def delete(self, request: Request) -> Response:
         """Disconnect: status `disconnected`, secrets erased, the row kept; 204."""
         connection = await self._find(request)
+        if self._before_disconnect is not None:
+            await self._before_disconnect(connection.id)
         await self._store.disconnect(connection.id)
         self._on_change(connection.id)
         log.info("connection disconnected", extra={"connection_id": connection.id})

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from fanout.connections import ConnectionStore
 from gateway.admin.auth import AdminTokens, RequireAdminToken
 from gateway.admin.connections import ConnectionsResource
+from gateway.admin.credentials import CredentialsResource, with_credentials
 from gateway.admin.openapi import openapi_document
 from gateway.admin.problems import Problem
 from gateway.admin.quarantine import QuarantineResource
@@ -42,12 +43,17 @@ class AdminServices:
     public_base_url: str
     on_change: Callable[[str], None] = field(default=_no_change)
     quarantine: QuarantineResource | None = None
+    # OAuth credentials of connections; without one, PUT credentials answers 409 (no key ring).
+    credentials: CredentialsResource | None = None
 
 
 def admin_routes(services: AdminServices) -> list[BaseRoute]:
     """The routes under `/admin/v1`, one resource each."""
-    connections = ConnectionsResource(services.store, services.public_base_url, services.on_change)
-    document = orjson.dumps(openapi_document())
+    credentials = services.credentials or CredentialsResource(services.store, None)
+    connections = ConnectionsResource(
+        services.store, services.public_base_url, services.on_change, before_disconnect=credentials.disconnect
+    )
+    document = orjson.dumps(with_credentials(openapi_document()))
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")
@@ -55,6 +61,7 @@ def admin_routes(services: AdminServices) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/connections", connections.collection, methods=["GET", "POST"]),
         Route("/connections/{connection_id}", connections.item, methods=["GET", "PATCH", "DELETE"]),
+        Route("/connections/{connection_id}/credentials", credentials.item, methods=["GET", "PUT"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     if services.quarantine is not None:

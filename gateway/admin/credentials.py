@@ -1,0 +1,310 @@
+"""The credentials resource: `/admin/v1/connections/{connection_id}/credentials`.
+
+`PUT` hands over a connection's OAuth tokens: how a product passes on what its OAuth consent screen
+gave it, and how a broken (`needs_reauth`) connection is reconnected. Tokens are write-only: they are
+stored encrypted with the key ring and no answer ever contains one. `GET` shows the credential state
+(expiries, last refresh, failures), never a token. See docs/tokens.md.
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fanout.connections import Connection as StoredConnection
+from fanout.connections import ConnectionStatus, ConnectionStore
+from gateway.admin.connections import _json, _json_object, _not_found, _uuid, _validate
+from gateway.admin.problems import Problem, validation_problem
+from provider_auth.oauth.specs import SPECS, ZOHO_DATA_CENTRES
+from provider_auth.providers import Provider
+from provider_auth.tokens import (
+    ConnectionRef,
+    Credentials,
+    CredentialsState,
+    GrantStatus,
+    GrantType,
+    ProviderNotConfigured,
+    TokenManager,
+)
+
+__all__ = ["CredentialsPut", "CredentialsResource", "CredentialsView", "view", "with_credentials"]
+
+log = logging.getLogger("ledgerhook.admin")
+
+MAX_TOKEN_LENGTH = 8192  # Intacct and NetSuite access tokens are JWTs of a few KiB
+
+
+def _token(value: str) -> str:
+    if not all(33 <= ord(char) <= 126 for char in value):
+        raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
+Token = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_TOKEN_LENGTH, json_schema_extra={"writeOnly": True}),
+    AfterValidator(_token),
+]
+
+
+class CredentialsPut(BaseModel):
+    """The body of `PUT .../credentials` (the token response of the provider, as the product got it)."""
+
+    model_config = ConfigDict(extra="forbid", title="CredentialsPut")
+
+    access_token: Token | None = Field(None, description="The access token (write-only).")
+    refresh_token: Token | None = Field(
+        None, description="The refresh token (write-only); required unless grant_type is client_credentials."
+    )
+    expires_in: float | None = Field(
+        None, gt=0, le=10 * 365 * 86_400, description="Seconds the access token lives, from now."
+    )
+    expires_at: datetime | None = Field(None, description="When the access token expires (RFC 3339).")
+    refresh_token_expires_at: datetime | None = Field(
+        None,
+        description="When the refresh token expires if unused (QuickBooks: x_refresh_token_expires_in).",
+    )
+    scope: str | None = Field(None, max_length=2000)
+    grant_type: Literal["refresh_token", "client_credentials"] = Field(
+        "refresh_token",
+        description="`client_credentials`: NetSuite machine-to-machine, tokens minted with the configured "
+        "certificate key (no tokens need to be sent).",
+    )
+    location: str | None = Field(
+        None, description="Zoho Books: the data centre of the user (`location` of Zoho's answer), e.g. `eu`."
+    )
+    account_id: str | None = Field(
+        None,
+        max_length=100,
+        description="NetSuite: the account id, when it differs from provider_account_id.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CredentialsPut":
+        if self.expires_in is not None and self.expires_at is not None:
+            raise ValueError("give expires_in or expires_at, not both")
+        if self.grant_type == "refresh_token" and self.refresh_token is None:
+            raise ValueError("refresh_token is required")
+        if self.access_token is not None and self.expires_in is None and self.expires_at is None:
+            raise ValueError("an access_token needs expires_in or expires_at")
+        for moment in (self.expires_at, self.refresh_token_expires_at):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("timestamps need an offset (e.g. Z)")
+        return self
+
+
+class CredentialsView(BaseModel):
+    """A connection's credential state: never a token."""
+
+    model_config = ConfigDict(title="CredentialsView")
+
+    connection_id: str
+    status: Literal["active", "needs_reauth", "unavailable"] = Field(
+        description="`needs_reauth`: the provider refused the grant; `unavailable`: the provider could not "
+        "be reached after the access token expired (Ledgerhook keeps trying)."
+    )
+    grant_type: Literal["refresh_token", "client_credentials"]
+    access_token_expires_at: datetime | None
+    refresh_token_expires_at: datetime | None
+    refreshed_at: datetime | None
+    next_refresh_at: datetime | None
+    failure_count: int
+    last_error: str | None
+    scope: str | None
+    shared_by_connections: int = Field(
+        description="Connections using this token set (one Xero consent may cover several tenants)."
+    )
+    reactivated: bool = Field(False, description="This hand-over made a broken connection work again.")
+
+
+def _moment(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def view(state: CredentialsState) -> CredentialsView:
+    """The public view of a credential state."""
+    return CredentialsView(
+        connection_id=state.connection_id,
+        status=state.status.value,
+        grant_type=state.grant_type.value,
+        access_token_expires_at=_moment(state.access_expires_at),
+        refresh_token_expires_at=_moment(state.refresh_expires_at),
+        refreshed_at=_moment(state.refreshed_at),
+        next_refresh_at=_moment(state.refresh_due_at)
+        if state.status is not GrantStatus.NEEDS_REAUTH
+        else None,
+        failure_count=state.failure_count,
+        last_error=state.last_error,
+        scope=state.scope,
+        shared_by_connections=state.connections,
+        reactivated=state.reactivated,
+    )
+
+
+class CredentialsResource:
+    """`GET` and `PUT` of a connection's credentials; `disconnect` for the connection's DELETE."""
+
+    def __init__(self, store: ConnectionStore, manager: TokenManager | None) -> None:
+        """`manager` None: the gateway has no key ring, so no tokens can be stored (409 to PUT)."""
+        self._store = store
+        self._manager = manager
+
+    async def item(self, request: Request) -> Response:
+        """`GET` or `PUT`."""
+        if request.method == "PUT":
+            return await self.put(request)
+        return await self.get(request)
+
+    async def get(self, request: Request) -> Response:
+        """The credential state; 404 when the connection or its credentials are unknown."""
+        connection = await self._find(request)
+        state = await self._manager.credentials_state(connection.id) if self._manager else None
+        if state is None:
+            raise Problem(404, "this connection has no credentials")
+        return _json(view(state))
+
+    async def put(self, request: Request) -> Response:
+        """Store handed-over credentials: 200 with the state (`reactivated` tells a reconnect)."""
+        connection = await self._find(request)
+        body: dict[str, Any] = await _json_object(request)
+        given = _validate(CredentialsPut, body)
+        if connection.status is ConnectionStatus.DISCONNECTED:
+            raise Problem(409, "the connection is disconnected; set its status to active first")
+        if connection.provider not in SPECS:
+            raise Problem(409, f"{connection.provider.value} connections use no OAuth tokens")
+        if self._manager is None:
+            raise Problem(409, "tokens cannot be stored: the gateway has no LEDGERHOOK_ENCRYPTION_KEYS")
+        errors = _provider_rules(connection.provider, given)
+        if errors:
+            raise validation_problem(errors)
+        now = self._manager.clock()
+        expires_at = (
+            now + given.expires_in
+            if given.expires_in is not None
+            else given.expires_at.timestamp()
+            if given.expires_at is not None
+            else None
+        )
+        credentials = Credentials(
+            access_token=given.access_token,
+            refresh_token=given.refresh_token,
+            expires_at=expires_at,
+            refresh_token_expires_at=(
+                given.refresh_token_expires_at.timestamp() if given.refresh_token_expires_at else None
+            ),
+            scope=given.scope,
+            grant_type=GrantType(given.grant_type),
+            location=given.location,
+            account=given.account_id,
+        )
+        ref = ConnectionRef(connection.id, connection.provider, connection.provider_account_id)
+        try:
+            state = await self._manager.put_credentials(ref, credentials)
+        except ProviderNotConfigured as exc:
+            raise Problem(409, str(exc)) from None
+        except ValueError as exc:
+            raise validation_problem([{"pointer": "#", "detail": str(exc)}]) from None
+        log.info(
+            "credentials stored",
+            extra={
+                "connection_id": connection.id,
+                "provider": connection.provider.value,
+                "action": state.action,
+                "reactivated": state.reactivated,
+            },
+        )
+        return _json(view(state))
+
+    async def disconnect(self, connection_id: str) -> None:
+        """Before a connection is disconnected: revoke at the provider where possible, erase tokens."""
+        if self._manager is None:
+            return
+        result = await self._manager.disconnect(connection_id)
+        if result.had_credentials:
+            log.info(
+                "credentials erased",
+                extra={"connection_id": connection_id, "revoked_at_provider": result.revoked_at_provider},
+            )
+
+    async def _find(self, request: Request) -> StoredConnection:
+        connection_id = _uuid(request.path_params["connection_id"])
+        connection = await self._store.get(connection_id) if connection_id else None
+        if connection is None:
+            raise _not_found()
+        return connection
+
+
+def _provider_rules(provider: Provider, given: CredentialsPut) -> list[dict[str, str]]:
+    errors = []
+    if given.grant_type == "client_credentials" and not SPECS[provider].supports_client_credentials:
+        errors.append(
+            {"pointer": "#/grant_type", "detail": f"{provider.value} has no client credentials grant"}
+        )
+    if given.location is not None:
+        if provider is not Provider.ZOHO_BOOKS:
+            errors.append({"pointer": "#/location", "detail": "only zoho-books connections take a location"})
+        elif given.location.lower() not in ZOHO_DATA_CENTRES:
+            known = ", ".join(ZOHO_DATA_CENTRES)
+            errors.append({"pointer": "#/location", "detail": f"must be a Zoho data centre: {known}"})
+    if given.account_id is not None and provider is not Provider.NETSUITE:
+        errors.append({"pointer": "#/account_id", "detail": "only netsuite connections take an account_id"})
+    return errors
+
+
+def with_credentials(document: dict[str, Any]) -> dict[str, Any]:
+    """The admin OpenAPI document with the credentials path and its schemas added."""
+    ref = "#/components/schemas/{model}"
+    _, definitions = models_json_schema(
+        [(CredentialsPut, "validation"), (CredentialsView, "serialization")], ref_template=ref
+    )
+    problem = {"$ref": ref.format(model="ProblemDetails")}
+    reasons = {
+        400: "The body is not JSON.",
+        401: "Missing or wrong admin token.",
+        404: "No connection with this id (GET: or it has no credentials).",
+        409: "The connection is disconnected, its provider uses no OAuth, the provider's app is not "
+        "configured, or the gateway has no key ring.",
+        413: "The body is too large.",
+        422: "Invalid members, listed in `errors`.",
+        503: "The database did not answer; retry later.",
+    }
+
+    def problems(*statuses: int) -> dict[str, Any]:
+        return {
+            str(s): {"description": reasons[s], "content": {"application/problem+json": {"schema": problem}}}
+            for s in statuses
+        }
+
+    state = {"application/json": {"schema": {"$ref": ref.format(model="CredentialsView")}}}
+    path = {
+        "parameters": [
+            {
+                "name": "connection_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            }
+        ],
+        "get": {
+            "operationId": "getCredentials",
+            "summary": "A connection's credential state (never a token)",
+            "responses": {"200": {"description": "The state.", "content": state}} | problems(401, 404, 503),
+        },
+        "put": {
+            "operationId": "putCredentials",
+            "summary": "Hand over OAuth tokens (first connect or reconnect); tokens are write-only",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": ref.format(model="CredentialsPut")}}},
+            },
+            "responses": {"200": {"description": "Stored.", "content": state}}
+            | problems(400, 401, 404, 409, 413, 422, 503),
+        },
+    }
+    document["paths"]["/connections/{connection_id}/credentials"] = path
+    document["components"]["schemas"].update(definitions["$defs"])
+    return document
