@@ -38,7 +38,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            live = infra or await stack.enter_async_context(open_infrastructure(settings))
+            if infra is None:
+                live = await stack.enter_async_context(open_infrastructure(settings))
+            else:
+                live = infra
             rawlog = RawLog(live.producer, settings.topic_raw, settings.ack_timeout_seconds)
             app.state.ingress = Ingress(
                 SharedSources(settings),
