@@ -32,6 +32,7 @@ from gateway.kafka import connection_options
 from gateway.lifecycle import Lifecycle
 from gateway.logs import configure_logging
 from gateway.settings import Settings
+from gateway.tokens import build_refresher, build_token_manager
 
 log = logging.getLogger("ledgerhook.worker")
 
@@ -64,7 +65,12 @@ def worker_tasks(settings: Settings, infra: Infrastructure, registry: CollectorR
         WorkerMetrics(registry),
     )
     pruner = DedupePruner(infra.pool, timedelta(days=settings.dedupe_retention_days), PRUNE_INTERVAL)
-    return [WorkerTask("fanout", fanout.run), WorkerTask("dedupe-prune", pruner.run)]
+    tasks = [WorkerTask("fanout", fanout.run), WorkerTask("dedupe-prune", pruner.run)]
+    # OAuth tokens renewed ahead of expiry (needs LEDGERHOOK_ENCRYPTION_KEYS: tokens are stored encrypted).
+    tokens = build_token_manager(settings, infra, registry)
+    if tokens is not None:
+        tasks.append(WorkerTask("token-refresher", build_refresher(settings, tokens).run))
+    return tasks
 
 
 async def run_tasks(tasks: list[WorkerTask], stop: asyncio.Event) -> None:
@@ -96,13 +102,16 @@ def health_app(lifecycle: Lifecycle, infra: Infrastructure, registry: CollectorR
     """`/livez`, `/readyz` (broker and database, 503 while stopping) and `/metrics` of the worker."""
     readiness = Readiness(lifecycle, infra.producer, infra.pool)
 
+    async def readyz(request: Request) -> Response:
+        return await readiness(request)
+
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Starlette(
         routes=[
             Route("/livez", livez, methods=["GET"]),
-            Route("/readyz", readiness, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ]
     )
