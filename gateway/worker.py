@@ -5,14 +5,14 @@ serves `/livez`, `/readyz` and `/metrics` on `LEDGERHOOK_WORKER_PORT` for the or
 SIGTERM (or Ctrl-C): `/readyz` turns 503, every task finishes what it is doing (the fan-out worker
 its current batch, committed), the producer is flushed, exit 0. A task that fails stops the others
 and the process exits 1, so the orchestrator restarts it. `ledgerhook dev` runs the same tasks
-in its own process, on the gateway's infrastructure.
+in its own process, on the gateway's infrastructure (`running_worker_tasks`).
 """
 
 import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -88,6 +88,24 @@ async def run_tasks(tasks: list[WorkerTask], stop: asyncio.Event) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+@contextlib.asynccontextmanager
+async def running_worker_tasks(
+    settings: Settings, infra: Infrastructure, registry: CollectorRegistry
+) -> AsyncIterator[None]:
+    """The worker's tasks in the current event loop for the block (`ledgerhook dev` runs them so).
+
+    On exit they finish what they are doing (the fan-out batch in progress is committed); a task
+    that failed is re-raised there.
+    """
+    stop = asyncio.Event()
+    tasks = asyncio.create_task(run_tasks(worker_tasks(settings, infra, registry), stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await tasks
 
 
 class _HealthServer(uvicorn.Server):

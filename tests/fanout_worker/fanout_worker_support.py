@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from gateway.infra import Infrastructure
 from gateway.ingress import DELIVERY_ID_HEADER
 from gateway.settings import Settings
-from gateway.worker import run_tasks, worker_tasks
+from gateway.worker import running_worker_tasks
 from tests.support import QUICKBOOKS_TOKENS, XERO_KEYS, RunningGateway
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -86,13 +86,8 @@ async def post_signed(gateway: RunningGateway, provider: str, body: bytes) -> st
 async def worker_running(stack: Stack) -> AsyncIterator[CollectorRegistry]:
     """The worker process's tasks (fan-out, pruning) in this event loop, with their own registry."""
     registry = CollectorRegistry()
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_tasks(worker_tasks(stack.settings, stack.infra, registry), stop))
-    try:
+    async with asyncio.timeout(60), running_worker_tasks(stack.settings, stack.infra, registry):
         yield registry
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def caught_up(settings: Settings, timeout: float = 30) -> None:
