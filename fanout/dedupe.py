@@ -126,7 +126,7 @@ class DedupePruner:
                 removed = await prune(self._pool, self._retention)
                 if removed:
                     log.info("dedupe ids pruned", extra={"removed": removed})
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # best effort: the next round tries again
                 log.warning("dedupe prune failed", extra={"error": type(exc).__name__})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)

@@ -135,9 +135,8 @@ class Router:
         raw = RawHeaders.read(record.headers)
         provider = parse_provider(raw.provider) if raw.provider else None
         if provider is None:
-            return [
-                self._quarantine(record, Reason.UNKNOWN_PROVIDER, f"provider {raw.provider!r} is unknown")
-            ]
+            detail = f"provider {raw.provider!r} is unknown" if raw.provider else "no provider header"
+            return [self._quarantine(record, Reason.UNKNOWN_PROVIDER, detail)]
         body = record.value or b""
         try:
             changes = PARSERS[provider](body)
@@ -309,7 +308,6 @@ class FanoutWorker:
         self._metrics = metrics
         self._batch_lock = asyncio.Lock()
         self._backoff = 0.0
-        self.ready = asyncio.Event()  # set once the consumer has started
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until `stop` is set; the batch in progress is finished and committed first."""
@@ -323,7 +321,6 @@ class FanoutWorker:
         )
         consumer.subscribe([self._config.raw_topic], listener=_FinishBatchFirst(self._batch_lock))
         await consumer.start()
-        self.ready.set()
         log.info(
             "fan-out worker started", extra={"topic": self._config.raw_topic, "group": self._config.group_id}
         )

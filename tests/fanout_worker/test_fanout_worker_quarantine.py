@@ -220,8 +220,15 @@ async def test_unknown_provider_and_unknown_connection(stack: Stack) -> None:
     )
     async with worker_running(stack):
         await caught_up(stack.settings)
-    reasons = {q.key: q.header("ledgerhook-quarantine-reason") for q in await read_quarantine(stack.settings)}
+    quarantined = {q.key: q for q in await read_quarantine(stack.settings)}
+    reasons = {key: q.header("ledgerhook-quarantine-reason") for key, q in quarantined.items()}
     assert reasons == {b"a": "unknown_provider", b"b": "unknown_provider", b"c": "unknown_connection"}
+    details = {key: q.header("ledgerhook-quarantine-detail") for key, q in quarantined.items()}
+    assert details == {
+        b"a": "provider 'myob' is unknown",
+        b"b": "no provider header",
+        b"c": f"no zoho-books connection '{missing}'",
+    }
     assert await read_events(stack.settings) == []
 
 
