@@ -13,7 +13,14 @@ def _dev(args: argparse.Namespace) -> int:
     from gateway.dev import DevOptions, run_dev
 
     return run_dev(
-        DevOptions(host=args.host, port=args.port, kafka_port=args.kafka_port, data_dir=Path(args.data_dir))
+        DevOptions(
+            host=args.host,
+            port=args.port,
+            kafka_port=args.kafka_port,
+            data_dir=Path(args.data_dir),
+            emulator=args.emulator,
+            emulator_port=args.emulator_port,
+        )
     )
 
 
@@ -114,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--kafka-port", type=int, default=9092)
     dev.add_argument("--data-dir", default=".ledgerhook")
+    dev.add_argument(
+        "--emulator",
+        action="store_true",
+        help="run the provider emulator (source checkout) and point every provider's OAuth URLs at it",
+    )
+    dev.add_argument("--emulator-port", type=int, default=8900)
     dev.set_defaults(func=_dev)
 
     serve = commands.add_parser("serve", help="run the production gateway (configured from LEDGERHOOK_*)")

@@ -6,11 +6,13 @@ Ctrl-C or SIGTERM stops the gateway, then the broker, then PostgreSQL; nothing i
 import asyncio
 import os
 import sys
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.app import create_app
+from gateway.dev_tokens import banner_lines, emulator_defaults, running_emulator, running_refresher
 from gateway.devstack import DevStackError, EmbeddedBroker, EmbeddedPostgres, port_in_use
 from gateway.infra import open_infrastructure
 from gateway.kafka import ensure_topics
@@ -39,6 +41,9 @@ class DevOptions:
     port: int = 8000
     kafka_port: int = 9092
     data_dir: Path = Path(".ledgerhook")
+    # Run the provider emulator (tests/emulator) and point every provider's OAuth URLs at it.
+    emulator: bool = False
+    emulator_port: int = 8900
 
 
 def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Settings:
@@ -54,6 +59,8 @@ def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Sett
     defaults["public_base_url"] = f"http://{options.host}:{options.port}"
     if f"{ENV_PREFIX}ENCRYPTION_KEYS" not in os.environ:
         defaults["encryption_keys"] = dev_encryption_keys(options.data_dir)
+    if options.emulator:
+        defaults |= emulator_defaults("127.0.0.1", options.emulator_port)
     chosen = {key: value for key, value in defaults.items() if f"{ENV_PREFIX}{key.upper()}" not in os.environ}
     # The embedded services and the flags are what `dev` is for: they always apply.
     chosen |= {
@@ -113,12 +120,29 @@ async def _serve(settings: Settings, options: DevOptions) -> None:
     await migrate(settings.database_url.get_secret_value())
     await ensure_topics(settings)
     lifecycle = Lifecycle()
-    async with open_infrastructure(settings) as infra:
+    async with AsyncExitStack() as stack:
+        infra = await stack.enter_async_context(open_infrastructure(settings))
+        # OAuth tokens: the emulator (--emulator) and the proactive refresher, as the worker runs it.
+        emulator_url = None
+        if options.emulator:
+            emulator = await stack.enter_async_context(running_emulator("127.0.0.1", options.emulator_port))
+            emulator_url = emulator.base_url
+        await stack.enter_async_context(running_refresher(settings, infra))
         app = create_app(settings, lifecycle, infra)
         server = GatewayServer(
             uvicorn_config(settings, app, options.host, options.port), lifecycle, drain_seconds=0
         )
-        print(banner(settings, options), file=sys.stderr, flush=True)
+        tokens = banner_lines(
+            emulator_url,
+            f"http://{options.host}:{options.port}",
+            settings.topic_account_events,
+            settings.kafka_bootstrap_servers,
+        )
+        print(
+            banner(settings, options) + "\n".join(tokens),
+            file=sys.stderr,
+            flush=True,
+        )
         await server.serve()
 
 
@@ -135,6 +159,13 @@ def run_dev(options: DevOptions) -> int:
         print(
             f"ledgerhook dev: Kafka port {options.kafka_port} is already in use; "
             "choose another with --kafka-port.",
+            file=sys.stderr,
+        )
+        return 2
+    if options.emulator and port_in_use("127.0.0.1", options.emulator_port):
+        print(
+            f"ledgerhook dev: emulator port {options.emulator_port} is already in use; "
+            "choose another with --emulator-port.",
             file=sys.stderr,
         )
         return 2
