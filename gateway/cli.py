@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("rm", parents=[target], help="disconnect a connection, erasing its secrets")
     remove.add_argument("id")
     connections.set_defaults(func=_connections)
+
+    from gateway.tokens_cli import add_parsers as add_token_parsers
+
+    add_token_parsers(commands)  # `credentials put|show`, `keys generate|rotate`
     return parser
 
 
