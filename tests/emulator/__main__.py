@@ -63,7 +63,8 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"  {provider.value:<13} token {emulator.token_url(provider)}")
         print(f"  {'':<13} revoke {emulator.revoke_url(provider)}")
     print(f"  {'xero':<13} connections {emulator.connections_url()}")
-    print(f"  admin         {emulator.url(ADMIN_PREFIX)}/health | /counters | /clients | /grants | /revoke")
+    controls = "/health | /counters | /clients | /grants | /revoke | /config"
+    print(f"  admin         {emulator.url(ADMIN_PREFIX)}{controls}")
     sys.stdout.flush()
     try:
         await stop.wait()

@@ -7,6 +7,8 @@ In-process tests call the `Emulator` methods directly; a separate process uses t
 - `POST /_emulator/grants`    `{"provider", "client_id"?, "accounts"?, "refresh_token"?}`
                               -> `{"access_token", "refresh_token", "grant_id"}`
 - `POST /_emulator/revoke`    `{"provider", "token"}` (refresh/access token or grant id) -> `{"revoked"}`
+- `POST /_emulator/config`    `{"provider", "access_ttl"?, "refresh_ttl"?, "rotation"?, "grace_seconds"?}`
+                              -> 204 (e.g. short-lived access tokens for a dev-stack demo)
 Admin calls are never counted, delayed or faulted.
 """
 
@@ -80,6 +82,21 @@ def _revoke(request: web.Request, body: dict[str, Any]) -> web.Response:
     return json_response({"revoked": state_of(request).revoke(body["provider"], str(body["token"]))})
 
 
+def _configure(request: web.Request, body: dict[str, Any]) -> web.Response:
+    state, provider = state_of(request), body["provider"]
+    state.config(provider)  # KeyError for a provider the emulator does not play
+    if "access_ttl" in body:
+        state.set_access_ttl(provider, float(body["access_ttl"]))
+    if "refresh_ttl" in body:
+        ttl = body["refresh_ttl"]
+        state.set_refresh_ttl(provider, None if ttl is None else float(ttl))
+    if "rotation" in body:
+        state.set_rotation(provider, bool(body["rotation"]))
+    if "grace_seconds" in body:
+        state.set_grace(provider, float(body["grace_seconds"]))
+    return web.Response(status=204)
+
+
 def setup(app: web.Application) -> None:
     """Add the admin routes."""
     app.router.add_get(f"{ADMIN_PREFIX}/health", health)
@@ -87,3 +104,4 @@ def setup(app: web.Application) -> None:
     app.router.add_post(f"{ADMIN_PREFIX}/clients", _json_handler(_register_client))
     app.router.add_post(f"{ADMIN_PREFIX}/grants", _json_handler(_issue_grant))
     app.router.add_post(f"{ADMIN_PREFIX}/revoke", _json_handler(_revoke))
+    app.router.add_post(f"{ADMIN_PREFIX}/config", _json_handler(_configure))
