@@ -2,6 +2,7 @@
 connections, account events read back from Kafka and checked against their documented schema."""
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -174,16 +175,24 @@ def build_manager(
 
 @asynccontextmanager
 async def token_stack(
-    settings: Settings, *, clock: Callable[[], float] | None = None, timeout: float = 2.0, **policy: Any
+    settings: Settings,
+    *,
+    clock: Callable[[], float] | None = None,
+    timeout: float = 2.0,
+    emulator: Emulator | None = None,
+    **policy: Any,
 ) -> AsyncIterator[Stack]:
-    """Emulator, pool, producer, session and a manager, all torn down at the end."""
+    """Emulator (a new one unless given), pool, producer, session and a manager, torn down at the end."""
     from tests.support import prepare
 
     await prepare(settings)
     keyring = KeyRing.parse(settings.encryption_keys.get_secret_value()) if settings.encryption_keys else None
     assert keyring is not None
-    async with Emulator(clock=clock) as emu:
-        register_clients(emu)
+    async with contextlib.AsyncExitStack() as own:
+        if emulator is None:
+            emulator = await own.enter_async_context(Emulator(clock=clock))
+            register_clients(emulator)
+        emu = emulator
         pool = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=10)
         producer = make_producer(settings)
         await producer.start()
