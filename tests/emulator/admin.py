@@ -7,8 +7,8 @@ In-process tests call the `Emulator` methods directly; a separate process uses t
 - `POST /_emulator/grants`    `{"provider", "client_id"?, "accounts"?, "refresh_token"?}`
                               -> `{"access_token", "refresh_token", "grant_id"}`
 - `POST /_emulator/revoke`    `{"provider", "token"}` (refresh/access token or grant id) -> `{"revoked"}`
-- `POST /_emulator/config`    `{"provider", "access_ttl"?, "refresh_ttl"?, "rotation"?, "grace_seconds"?}`
-                              -> 204 (e.g. short-lived access tokens for a dev-stack demo)
+- `POST /_emulator/config`    `{"provider", "access_ttl"?, "refresh_ttl"?, "rotation"?, "grace_seconds"?,
+                              "latency"?}` -> 204 (short-lived tokens for a demo, latency for a bench)
 Admin calls are never counted, delayed or faulted.
 """
 
@@ -94,6 +94,8 @@ def _configure(request: web.Request, body: dict[str, Any]) -> web.Response:
         state.set_rotation(provider, bool(body["rotation"]))
     if "grace_seconds" in body:
         state.set_grace(provider, float(body["grace_seconds"]))
+    if "latency" in body:
+        state.set_latency(provider, float(body["latency"]))
     return web.Response(status=204)
 
 
