@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from gateway.app import create_app
 from gateway.dev_tokens import banner_lines, emulator_defaults, running_emulator, running_refresher
 from gateway.devstack import DevStackError, EmbeddedBroker, EmbeddedPostgres, port_in_use
@@ -21,6 +23,7 @@ from gateway.logs import configure_logging
 from gateway.migrate import migrate
 from gateway.server import GatewayServer, uvicorn_config
 from gateway.settings import ENV_PREFIX, Settings, load_settings
+from gateway.worker import running_worker_tasks
 from provider_auth.vault import KeyRing
 
 # Well-known secrets for the local stack only; `LEDGERHOOK_*` variables replace any of them.
@@ -109,6 +112,8 @@ def banner(settings: Settings, options: DevOptions) -> str:
             f"  ledgerhook send-sample quickbooks --url {base}",
             f"  ledgerhook connections add --tenant acme --provider custom --account acct-1 --url {base}",
             f"  ledgerhook tail {settings.topic_raw} --bootstrap {settings.kafka_bootstrap_servers}",
+            f"  ledgerhook tail {settings.topic_changes} --bootstrap {settings.kafka_bootstrap_servers}"
+            f"  (the fan-out worker runs in this process; unroutable: {settings.topic_quarantine})",
             "",
             "Ctrl-C stops everything.",
             "",
@@ -129,6 +134,9 @@ async def _serve(settings: Settings, options: DevOptions) -> None:
             emulator_url = emulator.base_url
         await stack.enter_async_context(running_refresher(settings, infra))
         app = create_app(settings, lifecycle, infra)
+        # The worker's tasks in this process, on the same infrastructure (the refresher runs above).
+        worker = running_worker_tasks(settings, infra, CollectorRegistry(), exclude={"token-refresher"})
+        await stack.enter_async_context(worker)
         server = GatewayServer(
             uvicorn_config(settings, app, options.host, options.port), lifecycle, drain_seconds=0
         )
