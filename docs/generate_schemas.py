@@ -42,9 +42,9 @@ BASE_URI = "https://raw.githubusercontent.com/ledgerhook/ledgerhook/main/docs/sc
 COMMON = "accounting.change.json"
 
 # The unified entities: the names every provider may use for themselves (vocabulary's common table).
-UNIFIED_ENTITIES: tuple[str, ...] = tuple(sorted({entity for entity, _ in vocabulary._COMMON.values()}))
+UNIFIED_ENTITIES: tuple[str, ...] = vocabulary.UNIFIED_ENTITIES
 # The standard operations, in the vocabulary's order (created, updated, deleted, merged, ...).
-STANDARD_OPERATIONS: tuple[str, ...] = tuple(dict.fromkeys(vocabulary._OPERATIONS.values()))
+STANDARD_OPERATIONS: tuple[str, ...] = vocabulary.STANDARD_OPERATIONS
 CONTACT_TYPES: tuple[str, ...] = (vocabulary.CUSTOMER, vocabulary.VENDOR)
 PROVIDERS: tuple[str, ...] = tuple(provider.value for provider in Provider)
 

@@ -251,6 +251,11 @@ _PROVIDER_OPERATIONS: dict[Provider, dict[str, str]] = {
 }
 
 
+# The public vocabulary: every unified entity and every standard operation (docs and schemas list these).
+UNIFIED_ENTITIES: tuple[str, ...] = tuple(sorted({entity for entity, _ in _COMMON.values()}))
+STANDARD_OPERATIONS: tuple[str, ...] = (CREATED, UPDATED, DELETED, MERGED, VOIDED, EMAILED)
+
+
 def normalize(provider: Provider, change: ProviderChange) -> NormalizedChange:
     """`change` in the unified vocabulary of `provider`'s events; never drops an entity or operation."""
     entity, contact_type = entity_name(provider, change.entity)
