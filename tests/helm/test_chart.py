@@ -182,18 +182,28 @@ def test_probes_point_at_health_endpoints(default: Rendered) -> None:
     assert gateway["command"] + gateway["args"] == ["ledgerhook", "serve"]
 
 
-def test_worker_runs_the_worker_without_probe_or_service(default: Rendered, chart: helm.Chart) -> None:
-    worker = container(default.one("Deployment", "worker"))
+def test_worker_serves_health_and_metrics_on_its_port(default: Rendered, chart: helm.Chart) -> None:
+    deployment = default.one("Deployment", "worker")
+    worker = container(deployment)
     assert worker["command"] + worker["args"] == ["ledgerhook", "worker"]
-    assert "ports" not in worker
-    assert "livenessProbe" not in worker
-    assert "readinessProbe" not in worker
+    assert worker["ports"] == [{"name": "health", "containerPort": 9000, "protocol": "TCP"}]
+    assert {"name": "LEDGERHOOK_WORKER_PORT", "value": "9000"} in worker["env"]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "health"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9000"
+    # No Service selects the worker: nothing but probes and scrapers talk to it.
+    assert all(
+        s["spec"]["selector"].get("app.kubernetes.io/component") != "worker"
+        for s in default.of_kind("Service")
+    )
 
-    probe = {"exec": {"command": ["ledgerhook", "worker", "--check"]}, "periodSeconds": 30}
-    rendered = render(chart, {"worker": {"replicas": 4, "livenessProbe": probe}})
+    rendered = render(
+        chart, {"worker": {"replicas": 4, "port": 9100, "livenessProbe": {"periodSeconds": 30}}}
+    )
     worker_deployment = rendered.one("Deployment", "worker")
     assert worker_deployment["spec"]["replicas"] == 4
-    assert container(worker_deployment)["livenessProbe"] == probe
+    assert container(worker_deployment)["livenessProbe"]["periodSeconds"] == 30
+    assert container(worker_deployment)["ports"][0]["containerPort"] == 9100
 
 
 @pytest.mark.parametrize(
