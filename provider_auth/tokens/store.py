@@ -286,8 +286,8 @@ class CredentialStore:
             "UPDATE oauth_grants SET grant_type = $2, status = 'active', access_token = $3,"
             " access_expires_at = $4, refresh_token = $5, refresh_expires_at = $6, fingerprints = $7,"
             " scope = $8, params = $9::jsonb, extra = $10::jsonb, token_version = token_version + 1,"
-            " refresh_due_at = $11, claimed_until = NULL, lost_at = NULL, failure_count = 0,"
-            " next_attempt_at = NULL, last_error = NULL, updated_at = now()"
+            " refreshed_at = NULL, refresh_due_at = $11, claimed_until = NULL, lost_at = NULL,"
+            " failure_count = 0, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
             " WHERE id = $1 RETURNING token_version",
             grant_id,
             grant_type.value,

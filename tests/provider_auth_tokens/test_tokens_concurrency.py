@@ -89,8 +89,8 @@ async def test_a_stale_copy_meeting_invalid_grant_after_another_rotation_is_a_ra
         rotated = await response.json()
     assert rotated["refresh_token"] != refresh
     # Our refresh, with the now stale token, holds the lock while the provider takes its time.
-    stack.emu.set_latency(Provider.QUICKBOOKS, 1.0)
-    ours = asyncio.create_task(stack.manager.get_access_token(connection_id))
+    stack.emu.set_latency(Provider.QUICKBOOKS, 3.0)  # ample time for the hand-over to queue up
+    ours = asyncio.create_task(stack.another_manager(timeout=10.0).get_access_token(connection_id))
     await wait_until(lambda: stack.emu.calls(Provider.QUICKBOOKS) == 2)
     # The other process hands its rotated set over; it waits on the grant's lock.
     other = stack.another_manager()
@@ -117,9 +117,12 @@ async def test_a_stale_copy_meeting_invalid_grant_after_another_rotation_is_a_ra
 
 
 async def wait_until_lock_waiter(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
-    """Until some session waits for a row lock held by another."""
+    """Until a session of this test's database waits for a lock held by another."""
     async with asyncio.timeout(timeout):
-        while not await pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+        while not await pool.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND a.datname = current_database()"
+        ):
             await asyncio.sleep(0.01)
 
 
