@@ -10,6 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from aiokafka.errors import KafkaError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
@@ -206,6 +207,13 @@ class CredentialsResource:
             state = await self._manager.put_credentials(ref, credentials)
         except ProviderNotConfigured as exc:
             raise Problem(409, str(exc)) from None
+        except KafkaError:
+            # A reconnect's reactivated event could not be published: nothing was stored.
+            raise Problem(
+                503,
+                "the broker is unavailable; nothing was stored, retry shortly",
+                headers={"retry-after": "5"},
+            ) from None
         except ValueError as exc:
             raise validation_problem([{"pointer": "#", "detail": str(exc)}]) from None
         log.info(

@@ -33,7 +33,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -392,6 +392,9 @@ class TokenManager:
             return _Done(record, False, TokenUnavailable("the provider is unavailable", _wait(record, now)))
         if proactive:
             needed = record.refresh_due_at is not None and record.refresh_due_at <= now
+            if needed and record.status is GrantStatus.UNAVAILABLE and self._fresh(record):
+                # Refreshed already, but the broker was down when the recovery was to be reported.
+                return await self._report_recovery(conn, record)
         else:
             needed = not self._fresh(record)
         if not needed:
@@ -484,11 +487,41 @@ class TokenManager:
                 },
             )
             if record.status is not GrantStatus.ACTIVE:
-                await self._recovered(conn, saved)
+                saved = await self._recover_or_defer(conn, saved)
         except _DB_LOST:
             # The provider has already moved on to these tokens: they must not be lost with the lock.
             raise _Salvage(record, new, rotated, due) from None
         return _Done(saved, True)
+
+    async def _recover_or_defer(self, conn: asyncpg.Connection, saved: GrantRecord) -> GrantRecord:
+        """Report a recovered grant's connections; if that fails (the broker is down) keep the new
+        tokens anyway, leave the grant unavailable and let the next refresher pass report it."""
+        try:
+            async with conn.transaction():  # a savepoint: its failure leaves the token write standing
+                await self._recovered(conn, saved)
+        except _DB_LOST:
+            raise
+        except Exception:
+            log.exception(
+                "could not report a recovered grant; retrying shortly", extra={"grant_id": saved.id}
+            )
+            retry_at = self.clock() + self.policy.backoff_base * 5
+            await self.store.set_status(conn, saved.id, GrantStatus.UNAVAILABLE, retry_at)
+            return replace(saved, status=GrantStatus.UNAVAILABLE, refresh_due_at=retry_at)
+        return saved
+
+    async def _report_recovery(self, conn: asyncpg.Connection, record: GrantRecord) -> _Done:
+        now = self.clock()
+        due = self._due_at(
+            SPECS[record.provider],
+            record.grant_type,
+            record.access_expires_at,
+            record.refresh_expires_at,
+            now,
+        )
+        await self.store.set_status(conn, record.id, GrantStatus.ACTIVE, due)
+        active = replace(record, status=GrantStatus.ACTIVE, refresh_due_at=due)
+        return _Done(await self._recover_or_defer(conn, active), False)
 
     def _refresh_expiry(
         self, spec: OAuthSpec, record: GrantRecord, tokens: TokenSet, now: float
@@ -709,7 +742,7 @@ class TokenManager:
                 detail={"token_version": saved.token_version, "salvaged": True},
             )
             if current.status is not GrantStatus.ACTIVE:
-                await self._recovered(conn, saved)
+                saved = await self._recover_or_defer(conn, saved)
         return _Done(saved, True)
 
     # ----- the refresher's entry ---------------------------------------------------------------

@@ -375,6 +375,19 @@ class CredentialStore:
             last_error[:300],
         )
 
+    async def set_status(
+        self, conn: asyncpg.Connection, grant_id: str, status: GrantStatus, due_at: float | None
+    ) -> None:
+        """Change a grant's status (and its due time) without touching its tokens."""
+        self.queries += 1
+        await conn.execute(
+            "UPDATE oauth_grants SET status = $2, refresh_due_at = $3, claimed_until = NULL,"
+            " updated_at = now() WHERE id = $1",
+            grant_id,
+            status.value,
+            timestamp(due_at),
+        )
+
     async def set_due(self, conn: asyncpg.Connection, grant_id: str, due_at: float | None) -> None:
         """Move the refresher's next look at a grant (and drop its lease)."""
         self.queries += 1

@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+from fanout.account_events import AccountEvents
+from gateway.kafka import make_producer
 from provider_auth.providers import Provider
 from provider_auth.tokens import (
     ConnectionRef,
@@ -169,3 +171,38 @@ async def test_a_connection_without_credentials(stack: Stack) -> None:
     with pytest.raises(NoCredentials):
         await stack.manager.get_access_token("not-a-uuid")
     assert await stack.manager.credentials_state(connection_id) is None
+
+
+async def test_a_recovery_met_by_a_broker_outage_keeps_the_new_tokens_and_is_reported_later(
+    stack: Stack,
+) -> None:
+    connection_id, _, _ = await stack.connect(Provider.SAGE_INTACCT, expires_in=-1)
+    stack.emu.fail_next(Provider.SAGE_INTACCT, 1000, 503)
+    with pytest.raises(TokenUnavailable):
+        await stack.another_manager(max_transient_failures=1).get_access_token(connection_id)
+    assert await stack.status(connection_id) == "needs_reauth"
+    stack.emu.config(Provider.SAGE_INTACCT).faults.clear()
+    state = await stack.manager.credentials_state(connection_id)
+    assert state is not None
+    # The provider answers again, but the broker is down when the recovery is to be reported.
+    closed = make_producer(stack.settings)
+    await closed.start()
+    await closed.stop()
+    cut_off = stack.another_manager()
+    cut_off.events = AccountEvents(closed, stack.settings.topic_account_events)
+    await asyncio.sleep(0.1)
+    assert await cut_off.refresh_grant(state.grant_id) == "refreshed"
+    assert stack.emu.refreshes(Provider.SAGE_INTACCT) == 1  # the new (rotated) tokens are stored
+    after = await stack.manager.credentials_state(connection_id)
+    assert after is not None and after.status is GrantStatus.UNAVAILABLE and after.refreshed_at
+    assert await stack.status(connection_id) == "needs_reauth"
+    await asyncio.sleep(0.3)  # the deferred report comes due
+    assert await stack.manager.refresh_grant(state.grant_id) == "not_due"
+    assert stack.emu.refreshes(Provider.SAGE_INTACCT) == 1  # reported without another refresh
+    assert await stack.status(connection_id) == "active"
+    assert (await stack.manager.get_access_token(connection_id)).token
+    events = await stack.account_events(connection_id)
+    assert [(e["type"], e["reason"]) for e in events] == [
+        ("integrated_account:authentication_error", "refresh_unavailable"),
+        ("integrated_account:reactivated", "reconnected"),
+    ]
