@@ -1,5 +1,6 @@
 """`ledgerhook dev`, `send-sample` and `tail` as a newcomer uses them, each a real process."""
 
+import json
 import os
 import signal
 import socket
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -31,6 +33,21 @@ def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 90) ->
         except OSError:
             time.sleep(0.2)
     raise AssertionError("dev stack never became ready")
+
+
+def wait_for_output(
+    command: Callable[[], subprocess.CompletedProcess[str]], text: str, timeout: float = 60
+) -> str:
+    """Run `command` until its output contains `text`; returns that output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = command()
+        if text in result.stdout:
+            return result.stdout
+        assert time.monotonic() < deadline, (
+            f"{text!r} never appeared:\n{result.stdout[-2000:]}{result.stderr}"
+        )
+        time.sleep(0.5)
 
 
 def processes_using(path: Path) -> list[psutil.Process]:
@@ -106,6 +123,51 @@ def test_dev_stack_end_to_end(tmp_path: Path) -> None:
         for delivery_id in sent:
             assert f"ledgerhook-delivery-id: {delivery_id}" in tail.stdout
         assert '"eventCategory"' in tail.stdout and '"intuitaccountid"' in tail.stdout
+
+        # The fan-out path: the sample's realm has no connection yet, so it waits in quarantine; a
+        # connection added with the CLI, a redrive and a new sample bring its changes to the
+        # changes topic as normalized CloudEvents.
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*LEDGERHOOK, *args], env=env, capture_output=True, text=True, timeout=60)
+
+        bootstrap = f"127.0.0.1:{kafka_port}"
+        quarantined = wait_for_output(
+            lambda: run("tail", "ledgerhook.quarantine", "--bootstrap", bootstrap, "--no-follow"),
+            "unknown_account",
+        )
+        assert f"ledgerhook-delivery-id: {sent[0]}" in quarantined
+        added = run(
+            "connections",
+            "add",
+            "--url",
+            base,
+            "--tenant",
+            "acme",
+            "--provider",
+            "quickbooks",
+            "--account",
+            "9341453908000000",
+            "--name",
+            "Acme Books",
+        )
+        assert added.returncode == 0, added.stderr
+        connection_id = json.loads(added.stdout)["id"]
+        # The dev admin token, as the banner shows.
+        request = urllib.request.Request(  # noqa: S310 - http only
+            base + "/admin/v1/quarantine/redrive",
+            data=b"{}",
+            method="POST",
+            headers={"authorization": "Bearer dev-admin-token", "content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http only
+            assert json.loads(response.read())["redriven"] >= 1
+        assert run("send-sample", "quickbooks", "--url", base).returncode == 0
+        changes = wait_for_output(
+            lambda: run("tail", "ledgerhook.changes", "--bootstrap", bootstrap, "--no-follow"),
+            f'delivery_id": "{sent[0]}',
+        )
+        assert "accounting." in changes
+        assert f"connectionid: {connection_id}" in changes and "tenantid: acme" in changes
     finally:
         dev.send_signal(signal.SIGTERM)
         code = dev.wait(60)
