@@ -54,7 +54,7 @@ AUTHENTICATION_ERROR_REASONS = (
     "unauthorized_client",
     "refresh_unavailable",
 )
-REACTIVATED_REASON = "reconnected"
+REACTIVATED_REASONS = ("reconnected", "recovered")
 
 SNAKE_CASE = "^[a-z0-9]+(_[a-z0-9]+)*$"
 # fanout.timestamps.format_timestamp: RFC 3339 in UTC, milliseconds or microseconds, `Z`.
@@ -241,8 +241,9 @@ def schemas() -> dict[str, dict[str, Any]]:
     )
     files["integrated_account.reactivated.json"] = account_event_schema(
         "reactivated",
-        (REACTIVATED_REASON,),
-        "A connection that had an authentication error works again (new credentials were stored).",
+        REACTIVATED_REASONS,
+        "A connection that had an authentication error works again: new credentials were stored"
+        " (reconnected), or the provider answers again after an outage (recovered).",
     )
     return files
 

@@ -84,7 +84,8 @@ def _row(record: Mapping[str, Any]) -> Connection:
     )
 
 
-def _secrets_aad(connection_id: str) -> bytes:
+def webhook_secrets_aad(connection_id: str) -> bytes:
+    """Associated data of a connection's sealed webhook secrets (also used when re-encrypting)."""
     # Binds the ciphertext to its row: copied to another connection, it no longer decrypts.
     return f"connection:{connection_id}:webhook_secrets".encode()
 
@@ -101,7 +102,7 @@ class ConnectionStore:
             return None
         if self._keyring is None:
             raise MissingKeyRing("set LEDGERHOOK_ENCRYPTION_KEYS to store webhook secrets")
-        return self._keyring.encrypt(orjson.dumps(list(secrets)), _secrets_aad(connection_id))
+        return self._keyring.encrypt(orjson.dumps(list(secrets)), webhook_secrets_aad(connection_id))
 
     async def create(
         self,
@@ -221,7 +222,7 @@ class ConnectionStore:
         )
         if sealed is None or self._keyring is None:
             return []
-        secrets: list[str] = orjson.loads(self._keyring.decrypt(sealed, _secrets_aad(connection_id)))
+        secrets: list[str] = orjson.loads(self._keyring.decrypt(sealed, webhook_secrets_aad(connection_id)))
         return secrets
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from fanout.connections import _secrets_aad as webhook_secrets_aad
+from fanout.connections import webhook_secrets_aad
 from provider_auth.tokens.store import CredentialStore
 from provider_auth.vault import KeyRing
 

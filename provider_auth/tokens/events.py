@@ -36,7 +36,8 @@ class AuthFailureReason(StrEnum):
 class ReactivationReason(StrEnum):
     """Why a connection works again (the event's `reason`)."""
 
-    RECONNECTED = "reconnected"
+    RECONNECTED = "reconnected"  # new credentials were handed over
+    RECOVERED = "recovered"  # the provider answered again after a `refresh_unavailable` outage
 
 
 @dataclass(frozen=True, slots=True)

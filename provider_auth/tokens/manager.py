@@ -561,7 +561,7 @@ class TokenManager:
         changed = await self.events.reactivated(
             conn,
             ids,
-            ReactivationReason.RECONNECTED,
+            ReactivationReason.RECOVERED,
             timestamp(self.clock()),  # type: ignore[arg-type]
         )
         await audit.record(

@@ -730,7 +730,7 @@ def test_docs_name_every_topic_reason_and_header() -> None:
         assert f"| `{header}` |" in EVENTS_MD
     for field in gen.change_schema()["properties"]:
         assert f"| `{field}` |" in EVENTS_MD
-    for reason in (*gen.AUTHENTICATION_ERROR_REASONS, gen.REACTIVATED_REASON):
+    for reason in (*gen.AUTHENTICATION_ERROR_REASONS, *gen.REACTIVATED_REASONS):
         assert f"| `{reason}` |" in EVENTS_MD
 
 

@@ -204,5 +204,5 @@ async def test_a_recovery_met_by_a_broker_outage_keeps_the_new_tokens_and_is_rep
     events = await stack.account_events(connection_id)
     assert [(e["type"], e["reason"]) for e in events] == [
         ("integrated_account:authentication_error", "refresh_unavailable"),
-        ("integrated_account:reactivated", "reconnected"),
+        ("integrated_account:reactivated", "recovered"),
     ]
