@@ -53,6 +53,7 @@ VERIFIER_TOKENS = ("bench-previous-verifier-token", "bench-current-verifier-toke
 RAW_TOPIC = "ledgerhook.webhooks.raw"
 WEBHOOK_PATH = "/webhooks/quickbooks"
 RATIO_TARGET = 0.5
+BUSY_OTHER_CPU = 0.25  # other work above this share of a core during a window disturbs the figures
 P99_TARGET_MS = 25.0
 
 
@@ -203,6 +204,8 @@ class Phase:
     broker_cpu: float = 0.0
     client_cpu: float = 0.0
     machine_cpu: float = 0.0
+    attempts: int = 1  # more when a busy machine made the phase run again
+    discarded: Counter[str] = field(default_factory=Counter)  # answers during attempts not kept
 
     @property
     def ok_per_second(self) -> float:
@@ -212,7 +215,8 @@ class Phase:
     @property
     def non_200(self) -> int:
         """Answers other than 200 (and requests never answered) over the whole phase."""
-        return sum(n for status, n in self.status_total.items() if status != "200") + self.unanswered
+        answers = self.status_total + self.discarded
+        return sum(n for status, n in answers.items() if status != "200") + self.unanswered
 
     @property
     def other_cpu(self) -> float:
@@ -359,17 +363,31 @@ def run_target(
     watch: dict[str, int | None],
     profile_dir: Path | None = None,
     quiet_wait: float = 0.0,
+    busy_retries: int = 0,
 ) -> tuple[list[Phase], int]:
-    """Saturation, then the fixed rate; returns the phases and how many pool entries were used."""
+    """Saturation, then the fixed rate; returns the phases and how many pool entries were used.
+
+    A phase during which other work took more than BUSY_OTHER_CPU of a core is run again, up to
+    `busy_retries` times, and the quietest attempt is kept (its 200s still count for the check).
+    """
     phases = []
     offset = 0
     for mode in ("closed", "open"):
-        wait_for_quiet(quiet_wait)
-        profile_to = profile_dir / f"{target}-{mode}.txt" if profile_dir else None
-        phase = run_phase(target, mode, port, pool, load, offset, watch, profile_to)
-        offset += phase.sent_max * load.processes
-        phases.append(phase)
-        time.sleep(1.0)  # let the server settle between phases
+        attempts: list[Phase] = []
+        while not attempts or (attempts[-1].other_cpu > BUSY_OTHER_CPU and len(attempts) <= busy_retries):
+            wait_for_quiet(quiet_wait)
+            profile_to = profile_dir / f"{target}-{mode}.txt" if profile_dir else None
+            attempt = run_phase(target, mode, port, pool, load, offset, watch, profile_to)
+            offset += attempt.sent_max * load.processes
+            attempts.append(attempt)
+            time.sleep(1.0)  # let the server settle between phases
+        kept = min(attempts, key=lambda a: a.other_cpu)
+        kept.attempts = len(attempts)
+        for attempt in attempts:
+            if attempt is not kept:
+                kept.discarded.update(attempt.status_total)
+                kept.discarded["unanswered"] += attempt.unanswered
+        phases.append(kept)
     return phases, offset
 
 
@@ -383,6 +401,9 @@ def py_spy() -> str:
 
 
 NATIVE_LOOP = "Runner.run (asyncio/runners.py)"
+# Inclusive times are listed for these packages only: the framework frames above them (Starlette's
+# middleware chain, uvicorn's request cycle) are on nearly every stack and say little.
+FOCUS = ("gateway/", "fanout/", "provider_auth/", "bench/", "aiokafka/", "prometheus_client/")
 
 
 def profile_hot_spots(path: Path, top: int) -> list[str]:
@@ -419,8 +440,12 @@ def profile_hot_spots(path: Path, top: int) -> list[str]:
     lines += [f"    {n / total:6.1%}  {name}" for name, n in packages.most_common(top)]
     lines.append("  own time by function:")
     lines += [f"    {n / total:6.1%}  {name}" for name, n in own.most_common(top)]
-    lines.append("  inclusive time by function:")
-    shown = [(name, n) for name, n in inclusive.most_common() if name not in entry][:top]
+    lines.append(f"  inclusive time by function ({', '.join(p.rstrip('/') for p in FOCUS)}):")
+    shown = [
+        (name, n)
+        for name, n in inclusive.most_common()
+        if name not in entry and name.rpartition(" (")[2].startswith(FOCUS)
+    ][:top]
     lines += [f"    {n / total:6.1%}  {name}" for name, n in shown]
     return lines
 
@@ -519,9 +544,15 @@ def describe_failures(phases: list[Phase]) -> list[str]:
     notes = []
     for p in phases:
         if p.non_200:
-            statuses = ", ".join(f"{s}: {n}" for s, n in sorted(p.status_total.items()) if s != "200")
-            extra = f", unanswered: {p.unanswered}" if p.unanswered else ""
-            notes.append(f"  {p.target} {p.name}: non-200 answers ({statuses}{extra})")
+            answers = p.status_total + p.discarded
+            answers["unanswered"] += p.unanswered
+            statuses = ", ".join(f"{s}: {n}" for s, n in sorted(answers.items()) if s != "200" and n)
+            notes.append(f"  {p.target} {p.name}: non-200 answers ({statuses})")
+        if p.attempts > 1:
+            notes.append(
+                f"  {p.target} {p.name}: run {p.attempts} times because other work was busy; "
+                "the quietest attempt is shown"
+            )
         if p.reconnects:
             notes.append(f"  {p.target} {p.name}: {p.reconnects} connections closed by the server")
     return notes
@@ -542,7 +573,7 @@ def report(
         " other = the rest of the machine."
     )
     busiest = max(phases, key=lambda p: p.other_cpu, default=None)
-    if busiest is not None and busiest.other_cpu > 0.25:
+    if busiest is not None and busiest.other_cpu > BUSY_OTHER_CPU:
         print(
             f"  warning: other processes used up to {busiest.other_cpu:.0%} of a core during the run "
             f"({busiest.target} {busiest.name}); the figures are disturbed, rerun on a quiet machine"
@@ -552,7 +583,8 @@ def report(
 
     ok = True
     if stored is not None:
-        answered = sum(p.status_total.get("200", 0) for p in phases if p.target == "ledgerhook")
+        gateway = [p for p in phases if p.target == "ledgerhook"]
+        answered = sum(p.status_total.get("200", 0) + p.discarded.get("200", 0) for p in gateway)
         ok = stored.records == answered == stored.known_bodies == stored.distinct_delivery_ids
         print(
             f"stored: raw topic holds {stored.records} records for {answered} deliveries answered 200 "
@@ -598,6 +630,13 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         metavar="SECONDS",
         help="before each phase, wait up to SECONDS for other work on the machine to stop",
+    )
+    parser.add_argument(
+        "--busy-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help=f"run a phase again (up to N times) when other work took > {BUSY_OTHER_CPU:.0%} of a core",
     )
     parser.add_argument(
         "--profile",
@@ -686,7 +725,7 @@ def main() -> int:
                 with server_process(command, target_env, ready, tmp / f"{target}.log") as pid:
                     watch["server"] = pid
                     target_phases, used[target] = run_target(
-                        target, port, pool, load, watch, args.profile, args.wait_quiet
+                        target, port, pool, load, watch, args.profile, args.wait_quiet, args.busy_retries
                     )
                 phases.extend(target_phases)
 
