@@ -255,6 +255,15 @@ class CredentialStore:
             grant_id,
             provider.value,
             grant_type.value,
+            *self._token_values(grant_id, tokens, params, due_at),
+        )
+        return grant_id
+
+    def _token_values(
+        self, grant_id: str, tokens: NewTokens, params: GrantParams, due_at: float | None
+    ) -> tuple[Any, ...]:
+        """Sealed tokens and their state, in the column order `access_token` .. `refresh_due_at`."""
+        return (
             self.seal(grant_id, "access_token", tokens.access_token),
             timestamp(tokens.access_expires_at),
             self.seal(grant_id, "refresh_token", tokens.refresh_token),
@@ -265,7 +274,6 @@ class CredentialStore:
             orjson.dumps(tokens.extra).decode(),
             timestamp(due_at),
         )
-        return grant_id
 
     async def replace_tokens(
         self,
@@ -291,15 +299,7 @@ class CredentialStore:
             " WHERE id = $1 RETURNING token_version",
             grant_id,
             grant_type.value,
-            self.seal(grant_id, "access_token", tokens.access_token),
-            timestamp(tokens.access_expires_at),
-            self.seal(grant_id, "refresh_token", tokens.refresh_token),
-            timestamp(tokens.refresh_expires_at),
-            [fingerprint(tokens.refresh_token)] if tokens.refresh_token else [],
-            tokens.scope,
-            orjson.dumps(params.as_dict()).decode(),
-            orjson.dumps(tokens.extra).decode(),
-            timestamp(due_at),
+            *self._token_values(grant_id, tokens, params, due_at),
         )
         return version
 
