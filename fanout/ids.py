@@ -2,7 +2,6 @@
 
 import os
 import time
-import uuid
 
 
 def uuid7() -> str:
@@ -14,4 +13,5 @@ def uuid7() -> str:
     value |= ((rand >> 62) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & (2**62 - 1)
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"  # formatted directly: this runs on every webhook request
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

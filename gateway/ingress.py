@@ -15,10 +15,10 @@ from starlette.responses import Response
 from fanout.peek import summarize
 from gateway.body import read_limited
 from gateway.delivery import RawDelivery, new_delivery_id, utcnow
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, ProviderMetrics
 from gateway.rawlog import RawLog, RawLogUnavailable
 from gateway.sources import SourceResolver
-from provider_auth.providers import parse_provider
+from provider_auth.providers import Provider, parse_provider
 
 log = logging.getLogger("ledgerhook.ingress")
 
@@ -50,21 +50,22 @@ class Ingress:
     async def __call__(self, request: Request) -> Response:
         """Answer one webhook request."""
         provider = parse_provider(request.path_params["provider"])
-        label = provider.value if provider else "unknown"
+        counted = self._metrics.provider(provider.value if provider else "unknown")
         if request.method != "POST":
-            self._metrics.requests.labels(label, "method_not_allowed").inc()
+            counted.outcome("method_not_allowed")
             return empty(405, {"allow": "POST"})
         started = time.perf_counter()
         self._metrics.in_flight.inc()
         try:
-            response, outcome = await self._handle(request, started)
+            response, outcome = await self._handle(request, provider, counted, started)
         finally:
             self._metrics.in_flight.dec()
-        self._metrics.requests.labels(label, outcome).inc()
+        counted.outcome(outcome)
         return response
 
-    async def _handle(self, request: Request, started: float) -> tuple[Response, str]:
-        provider = parse_provider(request.path_params["provider"])
+    async def _handle(
+        self, request: Request, provider: Provider | None, counted: ProviderMetrics, started: float
+    ) -> tuple[Response, str]:
         connection_id = request.path_params.get("connection_id")
         source = await self._sources.resolve(provider, connection_id) if provider else None
         if provider is None or source is None:
@@ -75,11 +76,11 @@ class Ingress:
             return empty(400), "client_disconnected"
         if body is None:
             return empty(413), "too_large"
-        self._metrics.body_bytes.labels(provider.value).inc(len(body))
+        counted.body_bytes.inc(len(body))
 
         verdict = source.scheme.verify(body, request.headers)
         if not verdict.ok:
-            self._metrics.signature_failures.labels(provider.value, verdict.value).inc()
+            counted.signature_failure(verdict.value)
             log.warning(
                 "webhook signature refused",
                 extra={"provider": provider.value, "reason": verdict.value, "bytes": len(body)},
@@ -105,9 +106,10 @@ class Ingress:
                 extra={"provider": provider.value, "delivery_id": delivery.delivery_id, "error": str(exc)},
             )
             return empty(503, {"retry-after": self._retry_after}), "unavailable"
-        self._metrics.ack_seconds.labels(provider.value).observe(time.perf_counter() - started)
-        log.debug(
-            "webhook stored",
-            extra={"provider": provider.value, "delivery_id": delivery.delivery_id, "bytes": len(body)},
-        )
+        counted.ack_seconds.observe(time.perf_counter() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "webhook stored",
+                extra={"provider": provider.value, "delivery_id": delivery.delivery_id, "bytes": len(body)},
+            )
         return empty(200, {DELIVERY_ID_HEADER: delivery.delivery_id}), "stored"

@@ -38,6 +38,10 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_idempotent_producer,
         linger_ms=0,
+        # aiokafka keeps one produce request in flight per broker; 16 KiB batches hold only a few
+        # webhook bodies, so under load deliveries queue behind each other. Large batches let each
+        # request carry everything that is waiting.
+        max_batch_size=1_048_576,
         # A record the broker has not taken within the ack budget is failed by the client as well,
         # so a delivery answered 503 is rarely written later behind the provider's back.
         request_timeout_ms=max(1000, int(settings.ack_timeout_seconds * 1000)),

@@ -10,6 +10,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._bound: dict[str, ProviderMetrics] = {}
         self.requests = Counter(
             "ledgerhook_webhook_requests",
             "Webhook requests by provider and outcome.",
@@ -41,6 +42,35 @@ class Metrics:
             registry=self.registry,
         )
 
+    def provider(self, label: str) -> "ProviderMetrics":
+        """The children of one provider's labels, bound once (label lookups cost on every request)."""
+        bound = self._bound.get(label)
+        if bound is None:
+            bound = self._bound[label] = ProviderMetrics(self, label)
+        return bound
+
     def render(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class ProviderMetrics:
+    """One provider's bound metric children; outcome counters are bound on first use."""
+
+    def __init__(self, metrics: Metrics, provider: str) -> None:
+        self._metrics = metrics
+        self._provider = provider
+        self._outcomes: dict[str, Counter] = {}
+        self.ack_seconds = metrics.ack_seconds.labels(provider)
+        self.body_bytes = metrics.body_bytes.labels(provider)
+
+    def outcome(self, outcome: str) -> None:
+        """Count one request with its outcome."""
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self._metrics.requests.labels(self._provider, outcome)
+        counter.inc()
+
+    def signature_failure(self, reason: str) -> None:
+        """Count one refused signature with its reason."""
+        self._metrics.signature_failures.labels(self._provider, reason).inc()
