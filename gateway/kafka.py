@@ -1,6 +1,8 @@
 """Kafka clients built from settings: one producer per process, topic creation for `migrate`/`dev`."""
 
+import random
 import ssl
+import zlib
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -31,6 +33,16 @@ def connection_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Same key, same partition, computed in C (aiokafka's murmur2 is pure Python and runs per record).
+
+    Ledgerhook is the only producer of its topics, so nothing relies on the Java client's mapping.
+    """
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[zlib.crc32(key) % len(all_partitions)]
+
+
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     """The process's producer: acks from all in-sync replicas, idempotent unless switched off."""
     return AIOKafkaProducer(
@@ -38,6 +50,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_idempotent_producer,
         linger_ms=0,
+        partitioner=crc32_partitioner,
         # aiokafka keeps one produce request in flight per broker; 16 KiB batches hold only a few
         # webhook bodies, so under load deliveries queue behind each other. Large batches let each
         # request carry everything that is waiting.
