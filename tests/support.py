@@ -108,8 +108,12 @@ def gateway_in_thread(settings: Settings) -> Iterator[RunningGateway]:
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on `topic` right now: reads each partition up to its end offset, exactly."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """Every record on `topic` right now: reads each partition up to its high watermark, exactly.
+
+    The watermark is taken from fetch responses, not from ListOffsets: the dev broker (Tansu 0.6)
+    undercounts end offsets once a batch holds several records.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:
         await consumer.topics()  # loads metadata
@@ -119,14 +123,19 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, b
             return []
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
         records: list[ConsumerRecord[bytes, bytes]] = []
         async with asyncio.timeout(30):
-            while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
+            while True:
                 batch = await consumer.getmany(timeout_ms=200)
                 for part in batch.values():
                     records.extend(part)
-        return records
+                behind = [
+                    tp
+                    for tp in assigned
+                    if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp)
+                ]
+                if not behind and not batch:
+                    return records
     finally:
         await consumer.stop()
 
