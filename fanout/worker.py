@@ -72,6 +72,10 @@ class WorkerConfig:
     group_id: str
     batch_size: int = 500
     session_timeout_ms: int = 10_000
+    # How long a lookup that found receiving connections is reused across batches. Lookups that find
+    # none are never reused, so a new registration (and a redrive after it) is seen at once; a
+    # disconnect stops events within this many seconds.
+    connection_cache_seconds: float = 3.0
 
 
 class WorkerMetrics:
@@ -126,6 +130,29 @@ class Router:
     def __init__(self, config: WorkerConfig, connections: ConnectionStore) -> None:
         self._config = config
         self._connections = connections
+        self._known: dict[Any, tuple[float, Any]] = {}
+
+    async def _lookup(self, key: tuple[Any, ...], cache: dict[Any, Any]) -> Any:
+        """A connection lookup: this batch's answer, else a recent positive one, else PostgreSQL."""
+        if key in cache:
+            return cache[key]
+        now = time.monotonic()
+        known = self._known.get(key)
+        if known is not None and known[0] > now:
+            cache[key] = known[1]
+            return known[1]
+        if key[0] == "id":
+            found: Any = await self._connections.get(key[1])
+            receiving = found is not None and found.receives_events
+        else:
+            found = await self._connections.by_account(key[1], key[2])
+            receiving = any(c.receives_events for c in found)
+        cache[key] = found
+        if receiving and self._config.connection_cache_seconds > 0:
+            if len(self._known) >= _KNOWN_MAX:
+                self._known.clear()  # bounded: start over rather than track recency
+            self._known[key] = (now + self._config.connection_cache_seconds, found)
+        return found
 
     async def route(self, record: RawRecord, cache: dict[Any, Any]) -> list[Outgoing]:
         """Events (payload order, then connection order) followed by at most one quarantine record.
@@ -196,10 +223,7 @@ class Router:
         changes: Sequence[NormalizedChange],
         cache: dict[Any, Any],
     ) -> tuple[dict[str, list[Connection]], list[tuple[Reason, str]]]:
-        key = ("id", connection_id)
-        if key not in cache:
-            cache[key] = await self._connections.get(connection_id)
-        connection: Connection | None = cache[key]
+        connection: Connection | None = await self._lookup(("id", connection_id), cache)
         if connection is None or connection.provider is not provider:
             return {}, [(Reason.UNKNOWN_CONNECTION, f"no {provider.value} connection {connection_id!r}")]
         if not connection.receives_events:
@@ -226,10 +250,7 @@ class Router:
         targets: dict[str, list[Connection]] = {}
         problems: list[tuple[Reason, str]] = []
         for account in _accounts(changes):
-            key = ("account", provider, account)
-            if key not in cache:
-                cache[key] = await self._connections.by_account(provider, account)
-            connections: list[Connection] = cache[key]
+            connections: list[Connection] = await self._lookup(("account", provider, account), cache)
             receiving = [c for c in connections if c.receives_events]
             if receiving:
                 targets[account] = receiving
@@ -259,6 +280,8 @@ class Router:
             detail=detail,
         )
 
+
+_KNOWN_MAX = 50_000
 
 _REASON_RANK = [
     Reason.UNKNOWN_PROVIDER,

@@ -78,7 +78,7 @@ class Settings(KafkaSettings):
 
     # Per-connection webhook endpoints.
     connection_cache_seconds: float = Field(
-        3.0, ge=0, description="Seconds a connection's webhook scheme is cached (secret changes wait this)."
+        3.0, ge=0, description="Seconds connection lookups are reused by the gateway and the worker."
     )
     sage_intacct_jwt_keys: str | None = Field(
         None, description="Public keys for Sage Intacct's Bearer JWT: JWKS JSON, JSON list of PEM, or PEM."

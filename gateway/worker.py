@@ -57,6 +57,7 @@ def worker_tasks(settings: Settings, infra: Infrastructure, registry: CollectorR
             group_id=settings.worker_group_id,
             batch_size=settings.worker_batch_size,
             session_timeout_ms=settings.worker_session_timeout_ms,
+            connection_cache_seconds=settings.connection_cache_seconds,
         ),
         connection_options(settings),
         infra.producer,
