@@ -76,6 +76,7 @@ class WorkerConfig:
     # none are never reused, so a new registration (and a redrive after it) is seen at once; a
     # disconnect stops events within this many seconds.
     connection_cache_seconds: float = 3.0
+    fetch_max_wait_ms: int = 100
 
 
 class WorkerMetrics:
@@ -341,6 +342,9 @@ class FanoutWorker:
             auto_offset_reset="earliest",  # a new group starts with everything the raw log still holds
             session_timeout_ms=self._config.session_timeout_ms,
             heartbeat_interval_ms=max(100, self._config.session_timeout_ms // 3),
+            # A broker answers a waiting fetch as soon as records arrive; some (the dev broker) only
+            # when the wait ends, so the wait bounds the worker's share of the end-to-end latency.
+            fetch_max_wait_ms=self._config.fetch_max_wait_ms,
         )
         consumer.subscribe([self._config.raw_topic], listener=_FinishBatchFirst(self._batch_lock))
         await consumer.start()
