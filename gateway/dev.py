@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
-from gateway.dev_tokens import banner_lines, emulator_defaults, running_emulator, running_refresher
+from gateway.dev_tokens import banner_lines, emulator_defaults, running_emulator
 from gateway.devstack import DevStackError, EmbeddedBroker, EmbeddedPostgres, port_in_use
 from gateway.infra import open_infrastructure
 from gateway.kafka import ensure_topics
@@ -127,16 +127,16 @@ async def _serve(settings: Settings, options: DevOptions) -> None:
     lifecycle = Lifecycle()
     async with AsyncExitStack() as stack:
         infra = await stack.enter_async_context(open_infrastructure(settings))
-        # OAuth tokens: the emulator (--emulator) and the proactive refresher, as the worker runs it.
+        # OAuth tokens against the provider emulator, with --emulator.
         emulator_url = None
         if options.emulator:
             emulator = await stack.enter_async_context(running_emulator("127.0.0.1", options.emulator_port))
             emulator_url = emulator.base_url
-        await stack.enter_async_context(running_refresher(settings, infra))
         app = create_app(settings, lifecycle, infra)
-        # The worker's tasks in this process, on the same infrastructure (the refresher runs above).
-        worker = running_worker_tasks(settings, infra, CollectorRegistry(), exclude={"token-refresher"})
-        await stack.enter_async_context(worker)
+        # The worker's tasks (fan-out, dedupe pruning, token refresher) in this process, on the same
+        # infrastructure; their metrics live in a registry of their own (the worker port serves them
+        # in `ledgerhook worker`).
+        await stack.enter_async_context(running_worker_tasks(settings, infra, CollectorRegistry()))
         server = GatewayServer(
             uvicorn_config(settings, app, options.host, options.port), lifecycle, drain_seconds=0
         )

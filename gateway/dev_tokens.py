@@ -1,4 +1,4 @@
-"""OAuth tokens in `ledgerhook dev`: the proactive refresher, and `--emulator` (a local provider emulator).
+"""OAuth tokens in `ledgerhook dev`: `--emulator`, a local provider emulator (the worker tasks refresh).
 
 `ledgerhook dev --emulator` starts the provider emulator of the source tree (`tests/emulator`) in
 the dev process, registers a dev app with every provider it plays, and points the providers' token
@@ -7,8 +7,6 @@ so a refresh ahead of expiry shows within two minutes. Seed grants and revoke th
 emulator's control endpoints (`/_emulator/grants`, `/_emulator/revoke`; see docs/tokens.md).
 """
 
-import asyncio
-import contextlib
 import importlib
 import sys
 from collections.abc import AsyncIterator
@@ -17,12 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from gateway.devstack import DevStackError
-from gateway.infra import Infrastructure
-from gateway.settings import Settings
-from gateway.tokens import build_refresher, build_token_manager
 from provider_auth.oauth.specs import OAUTH_PROVIDERS
 
 __all__ = [
@@ -32,7 +25,6 @@ __all__ = [
     "banner_lines",
     "emulator_defaults",
     "running_emulator",
-    "running_refresher",
 ]
 
 DEV_CLIENT_ID = "ledgerhook-dev"
@@ -91,26 +83,6 @@ async def running_emulator(host: str, port: int) -> AsyncIterator[Any]:
         yield emulator
     finally:
         await emulator.stop()
-
-
-@asynccontextmanager
-async def running_refresher(
-    settings: Settings, infra: Infrastructure, registry: CollectorRegistry | None = None
-) -> AsyncIterator[None]:
-    """The proactive token refresher in the background until the block ends (needs a key ring)."""
-    manager = build_token_manager(settings, infra, registry)
-    if manager is None:
-        yield
-        return
-    stop = asyncio.Event()
-    task = asyncio.create_task(build_refresher(settings, manager).run(stop), name="token-refresher")
-    try:
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await manager.close()
 
 
 def banner_lines(emulator_url: str | None, gateway_url: str, topic: str, bootstrap: str) -> list[str]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -96,17 +96,14 @@ async def running_worker_tasks(
     settings: Settings,
     infra: Infrastructure,
     registry: CollectorRegistry,
-    exclude: Collection[str] = (),
 ) -> AsyncIterator[None]:
-    """The worker's tasks in the current event loop for the block (`ledgerhook dev` runs them so),
-    but those named in `exclude` (ones the host process runs already).
+    """The worker's tasks in the current event loop for the block (`ledgerhook dev` runs them so).
 
     On exit they finish what they are doing (the fan-out batch in progress is committed); a task
     that failed is re-raised there.
     """
     stop = asyncio.Event()
-    chosen = [task for task in worker_tasks(settings, infra, registry) if task.name not in exclude]
-    tasks = asyncio.create_task(run_tasks(chosen, stop))
+    tasks = asyncio.create_task(run_tasks(worker_tasks(settings, infra, registry), stop))
     try:
         yield
     finally:
