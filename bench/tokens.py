@@ -41,6 +41,7 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
+from bench.ingest import cpu_model  # noqa: E402
 from fanout.account_events import AccountEvents  # noqa: E402
 from gateway.devstack import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
 from gateway.kafka import ensure_topics, make_producer  # noqa: E402
@@ -460,14 +461,6 @@ async def check_tokens(tokens: TokenManager, ids: list[str], rng: random.Random)
         token = await tokens.get_access_token(connection_id)
         ok += token.expires_at - time.time() > 3000
     return ok
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def parse_args() -> argparse.Namespace:
