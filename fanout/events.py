@@ -13,12 +13,16 @@ provider, is replayed from the raw log, or is found by CDC (which reads the same
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
+import orjson
+
 from fanout.changes import NormalizedChange
-from fanout.cloudevents import EventRecord, binary_record
+from fanout.cloudevents import CONTENT_TYPE, SPEC_VERSION, EventRecord
 from fanout.timestamps import format_timestamp
 
 # Fixed forever: changing it changes every event id.
@@ -37,12 +41,29 @@ class Recipient:
     provider_account_id: str
 
 
+# RFC 4122 name-based UUID, version 5: the namespace's SHA-1 state is computed once.
+_NAMESPACE_SHA1 = hashlib.sha1(LEDGERHOOK_NAMESPACE.bytes, usedforsecurity=False)
+
+
+def _uuid5(name: str) -> str:
+    """`str(uuid.uuid5(LEDGERHOOK_NAMESPACE, name))` without building UUID objects."""
+    digest = _NAMESPACE_SHA1.copy()
+    digest.update(name.encode())
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _version(change: NormalizedChange, body_digest: str | None) -> str:
+    if change.occurred_at is not None:
+        return change.occurred_at.isoformat(timespec="microseconds")
+    return change.event_id or body_digest or ""
+
+
 def event_id(recipient: Recipient, change: NormalizedChange, body_digest: str | None = None) -> str:
     """The deterministic id of one change for one connection (see the module docstring)."""
-    if change.occurred_at is not None:
-        version = change.occurred_at.isoformat(timespec="microseconds")
-    else:
-        version = change.event_id or body_digest or ""
     name = "|".join(
         [
             recipient.connection_id,
@@ -51,10 +72,10 @@ def event_id(recipient: Recipient, change: NormalizedChange, body_digest: str | 
             change.entity,
             change.entity_id,
             change.operation,
-            version,
+            _version(change, body_digest),
         ]
     )
-    return str(uuid.uuid5(LEDGERHOOK_NAMESPACE, name))
+    return _uuid5(name)
 
 
 def body_digest(body: bytes) -> str:
@@ -62,24 +83,30 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def change_data(
-    recipient: Recipient,
-    change: NormalizedChange,
-    origin: Origin,
-    delivery_id: str | None,
-    record: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON data of a change event (schema: docs/schemas/accounting.change.json)."""
-    data: dict[str, Any] = {
+def _recipient_data(recipient: Recipient) -> dict[str, Any]:
+    # The leading fields of the data: the part that depends on the connection only.
+    return {
         "tenant_id": recipient.tenant_id,
         "connection_id": recipient.connection_id,
         "provider": recipient.provider,
         "provider_account_id": recipient.provider_account_id,
+    }
+
+
+def _change_data(
+    change: NormalizedChange,
+    origin: Origin,
+    delivery_id: str | None,
+    record: dict[str, Any] | None,
+    occurred_at: str | None,
+) -> dict[str, Any]:
+    # The rest of the data: the part that depends on the change only.
+    data: dict[str, Any] = {
         "entity": change.entity,
         "provider_entity": change.provider_entity,
         "entity_id": change.entity_id,
         "operation": change.operation,
-        "occurred_at": format_timestamp(change.occurred_at) if change.occurred_at else None,
+        "occurred_at": occurred_at,
         "origin": origin,
         "delivery_id": delivery_id,
     }
@@ -94,6 +121,94 @@ def change_data(
     return data
 
 
+def change_data(
+    recipient: Recipient,
+    change: NormalizedChange,
+    origin: Origin,
+    delivery_id: str | None,
+    record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON data of a change event (schema: docs/schemas/accounting.change.json)."""
+    occurred_at = format_timestamp(change.occurred_at) if change.occurred_at else None
+    return _recipient_data(recipient) | _change_data(change, origin, delivery_id, record, occurred_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _RecipientParts:
+    """What every event for one connection shares, encoded once."""
+
+    id_prefix: str
+    key: bytes
+    data_prefix: bytes  # the JSON object of `_recipient_data` without its closing brace
+    source: tuple[str, bytes]
+    tenant_id: tuple[str, bytes]
+    connection_id: tuple[str, bytes]
+    provider: tuple[str, bytes]
+    partition_key: tuple[str, bytes]
+
+
+@lru_cache(maxsize=16_384)
+def _recipient_parts(recipient: Recipient) -> _RecipientParts:
+    connection_id = recipient.connection_id.encode()
+    return _RecipientParts(
+        id_prefix=f"{recipient.connection_id}|{recipient.provider}|{recipient.provider_account_id}|",
+        key=connection_id,
+        data_prefix=orjson.dumps(_recipient_data(recipient))[:-1],
+        source=("ce_source", f"/ledgerhook/{recipient.provider}/{recipient.provider_account_id}".encode()),
+        tenant_id=("ce_tenantid", recipient.tenant_id.encode()),
+        connection_id=("ce_connectionid", connection_id),
+        provider=("ce_provider", recipient.provider.encode()),
+        partition_key=("ce_partitionkey", connection_id),
+    )
+
+
+_SPEC_VERSION = ("ce_specversion", SPEC_VERSION.encode())
+_CONTENT_TYPE = ("content-type", CONTENT_TYPE.encode())
+
+
+def change_events(
+    recipients: Sequence[Recipient],
+    change: NormalizedChange,
+    *,
+    origin: Origin,
+    delivery_id: str | None,
+    received_at: datetime,
+    body_digest: str | None = None,
+    record: dict[str, Any] | None = None,
+) -> list[tuple[str, EventRecord]]:
+    """`(event id, change_event(recipient, change, ...))` for each recipient, in order.
+
+    What depends on the change only (its id suffix, time, type, subject, most of the data) is built
+    once for all recipients.
+    """
+    occurred_at = format_timestamp(change.occurred_at) if change.occurred_at else None
+    id_suffix = "|".join([change.entity, change.entity_id, change.operation, _version(change, body_digest)])
+    event_type = ("ce_type", f"accounting.{change.entity}.{change.operation}".encode())
+    time = ("ce_time", (occurred_at or format_timestamp(received_at)).encode())
+    subject = ("ce_subject", f"{change.entity}/{change.entity_id}".encode())
+    # `,` then the change's fields and the closing brace: appended to a recipient's data prefix.
+    data_suffix = b"," + orjson.dumps(_change_data(change, origin, delivery_id, record, occurred_at))[1:]
+    events: list[tuple[str, EventRecord]] = []
+    for recipient in recipients:
+        parts = _recipient_parts(recipient)
+        ident = _uuid5(parts.id_prefix + id_suffix)
+        headers = [
+            _SPEC_VERSION,
+            ("ce_id", ident.encode()),
+            parts.source,
+            event_type,
+            time,
+            subject,
+            _CONTENT_TYPE,
+            parts.tenant_id,
+            parts.connection_id,
+            parts.provider,
+            parts.partition_key,
+        ]
+        events.append((ident, EventRecord(parts.key, parts.data_prefix + data_suffix, headers)))
+    return events
+
+
 def change_event(
     recipient: Recipient,
     change: NormalizedChange,
@@ -104,15 +219,15 @@ def change_event(
     body_digest: str | None = None,
     record: dict[str, Any] | None = None,
 ) -> EventRecord:
-    """The CloudEvent record for one change and one connection."""
-    return binary_record(
-        event_id=event_id(recipient, change, body_digest),
-        source=f"/ledgerhook/{recipient.provider}/{recipient.provider_account_id}",
-        event_type=f"accounting.{change.entity}.{change.operation}",
-        subject=f"{change.entity}/{change.entity_id}",
-        time=change.occurred_at or received_at,
-        data=change_data(recipient, change, origin, delivery_id, record),
-        tenant_id=recipient.tenant_id,
-        connection_id=recipient.connection_id,
-        provider=recipient.provider,
+    """The CloudEvent record for one change and one connection (binary content mode, as
+    `fanout.cloudevents.binary_record` builds it)."""
+    events = change_events(
+        (recipient,),
+        change,
+        origin=origin,
+        delivery_id=delivery_id,
+        received_at=received_at,
+        body_digest=body_digest,
+        record=record,
     )
+    return events[0][1]

@@ -52,25 +52,39 @@ class RawHeaders:
     @classmethod
     def read(cls, headers: Iterable[tuple[str, bytes]]) -> "RawHeaders":
         """Read the headers, tolerating anything: a bad value reads as absent (or 0)."""
-        pairs = list(headers)
-        received = header(pairs, H_RECEIVED_AT)
+        first: dict[str, bytes] = {}
+        for key, value in headers:  # one pass; the first value of a repeated header counts
+            if key in _READ and key not in first:
+                first[key] = value
+        delivery_id = first.get(H_DELIVERY_ID)
+        provider = first.get(H_PROVIDER)
+        connection_id = first.get(H_CONNECTION_ID)
+        received = first.get(H_RECEIVED_AT)
         try:
-            received_at = parse_timestamp(received) if received else None
+            received_at = parse_timestamp(received.decode("utf-8", "replace")) if received else None
         except ValueError:
             received_at = None
+        count = first.get(H_REDRIVE_COUNT)
         return cls(
-            delivery_id=header(pairs, H_DELIVERY_ID) or None,
-            provider=header(pairs, H_PROVIDER) or None,
-            connection_id=header(pairs, H_CONNECTION_ID) or None,
+            delivery_id=delivery_id.decode("utf-8", "replace") if delivery_id else None,
+            provider=provider.decode("utf-8", "replace") if provider else None,
+            connection_id=connection_id.decode("utf-8", "replace") if connection_id else None,
             received_at=received_at,
-            redrive_count=redrive_count(pairs),
+            redrive_count=_count(count.decode("utf-8", "replace")) if count else 0,
         )
+
+
+_READ = frozenset((H_DELIVERY_ID, H_PROVIDER, H_CONNECTION_ID, H_RECEIVED_AT, H_REDRIVE_COUNT))
 
 
 def redrive_count(headers: Iterable[tuple[str, bytes]]) -> int:
     """The record's `ledgerhook-redrive-count`, 0 when absent or unreadable."""
     value = header(headers, H_REDRIVE_COUNT)
+    return _count(value) if value else 0
+
+
+def _count(value: str) -> int:
     try:
-        return max(0, int(value)) if value else 0
+        return max(0, int(value))
     except ValueError:
         return 0

@@ -42,11 +42,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from fanout.changes import CONNECTION_ACCOUNT, NormalizedChange, ParseError
 from fanout.connections import Connection, ConnectionStore
 from fanout.dedupe import Outgoing, publish_once
-from fanout.events import Recipient, body_digest, change_event
+from fanout.events import Recipient, body_digest, change_events
 from fanout.parsers import PARSERS
 from fanout.quarantine import H_DETAIL, Reason, quarantine_record
 from fanout.raw import H_DELIVERY_ID, RawHeaders, header
@@ -123,6 +124,22 @@ class WorkerMetrics:
             ["partition"],
             registry=registry,
         )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def consumed_for(self, provider: str) -> Any:
+        """The `consumed` counter of one provider label (children are bound once)."""
+        return self._child(self.consumed, provider)
+
+    def published_for(self, provider: str, entity: str) -> Any:
+        """The `published` counter of one provider and entity (children are bound once)."""
+        return self._child(self.published, provider, entity)
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 class Router:
@@ -155,12 +172,16 @@ class Router:
             self._known[key] = (now + self._config.connection_cache_seconds, found)
         return found
 
-    async def route(self, record: RawRecord, cache: dict[Any, Any]) -> list[Outgoing]:
+    async def route(
+        self, record: RawRecord, cache: dict[Any, Any], raw: RawHeaders | None = None
+    ) -> list[Outgoing]:
         """Events (payload order, then connection order) followed by at most one quarantine record.
 
         `cache` holds connection lookups; one per partition batch, so a registration is seen soon.
+        `raw` is the record's headers when the caller has read them already.
         """
-        raw = RawHeaders.read(record.headers)
+        if raw is None:
+            raw = RawHeaders.read(record.headers)
         provider = parse_provider(raw.provider) if raw.provider else None
         if provider is None:
             detail = f"provider {raw.provider!r} is unknown" if raw.provider else "no provider header"
@@ -184,33 +205,44 @@ class Router:
 
         received_at = raw.received_at or datetime.fromtimestamp(record.timestamp / 1000, UTC)
         digest = body_digest(body)
-        out: list[Outgoing] = []
-        for change in normalized:
-            for connection in targets.get(change.provider_account_id, ()):
-                recipient = Recipient(
+        recipients = {
+            account: [
+                Recipient(
                     connection_id=connection.id,
                     tenant_id=connection.tenant_id,
                     provider=provider.value,
                     provider_account_id=connection.provider_account_id,
                 )
-                event = change_event(
-                    recipient,
-                    change,
-                    origin="webhook",
-                    delivery_id=raw.delivery_id,
-                    received_at=received_at,
-                    body_digest=digest,
+                for connection in connections
+            ]
+            for account, connections in targets.items()
+        }
+        topic = self._config.changes_topic
+        out: list[Outgoing] = []
+        for change in normalized:
+            receivers = recipients.get(change.provider_account_id)
+            if not receivers:
+                continue
+            events = change_events(
+                receivers,
+                change,
+                origin="webhook",
+                delivery_id=raw.delivery_id,
+                received_at=received_at,
+                body_digest=digest,
+            )
+            labels = {"provider": provider.value, "entity": change.entity}  # shared, read only
+            out.extend(
+                Outgoing(
+                    topic=topic,
+                    key=event.key,
+                    value=event.value,
+                    headers=event.headers,
+                    dedupe_id=ident,
+                    labels=labels,
                 )
-                out.append(
-                    Outgoing(
-                        topic=self._config.changes_topic,
-                        key=event.key,
-                        value=event.value,
-                        headers=event.headers,
-                        dedupe_id=event.header("ce_id") or "",
-                        labels={"provider": provider.value, "entity": change.entity},
-                    )
-                )
+                for ident, event in events
+            )
         if problems:
             # One quarantine record per raw record; an unknown account outranks a disconnected one.
             reason = min((reason for reason, _ in problems), key=_REASON_RANK.index)
@@ -407,17 +439,19 @@ class FanoutWorker:
         """One partition's records, in order, published as one deduplicated transaction."""
         cache: dict[Any, Any] = {}
         outgoing: list[Outgoing] = []
+        providers: list[str | None] = []
         for record in records:
-            outgoing.extend(await self._router.route(record, cache))
+            raw = RawHeaders.read(record.headers)
+            providers.append(raw.provider)
+            outgoing.extend(await self._router.route(record, cache, raw))
         published = await publish_once(self._pool, self._producer, outgoing)
-        for record in records:
-            provider = RawHeaders.read(record.headers).provider
-            self._metrics.consumed.labels(provider if parse_provider(provider or "") else "unknown").inc()
+        for provider in providers:
+            self._metrics.consumed_for(provider if provider and parse_provider(provider) else "unknown").inc()
         events = [o for o in outgoing if o.topic == self._config.changes_topic]
         fresh_events = [o for o in published if o.topic == self._config.changes_topic]
         self._metrics.duplicates.inc(len(events) - len(fresh_events))
         for item in fresh_events:
-            self._metrics.published.labels(item.labels["provider"], item.labels["entity"]).inc()
+            self._metrics.published_for(item.labels["provider"], item.labels["entity"]).inc()
         for item in published:
             if item.topic == self._config.quarantine_topic:
                 self._metrics.quarantined.labels(item.labels["reason"]).inc()
