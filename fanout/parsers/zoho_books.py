@@ -107,7 +107,7 @@ def _strip_entity(entity: str, value: str) -> str:
     squashed = entity.replace("_", "").lower()
     for i, char in enumerate(value):
         if char == "_" and value[:i].replace("_", "").lower() == squashed:
-            return value[i + 1 :].strip()
+            return value[i + 1 :].lstrip("_").strip()  # `a__created` for entity `a_` is `created` too
     return value.strip()
 
 
