@@ -636,7 +636,8 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=2,
         metavar="N",
-        help=f"run a phase again (up to N times) when other work took > {BUSY_OTHER_CPU * 100:.0f}%% of a core",
+        help=f"run a phase again (up to N times) when other work took > {BUSY_OTHER_CPU * 100:.0f}%% "
+        "of a core",
     )
     parser.add_argument(
         "--profile",

@@ -37,6 +37,7 @@ def settings(postgres_url: str, broker: EmbeddedBroker) -> Settings:
 @pytest.fixture
 def settings_factory(postgres_url: str, broker: EmbeddedBroker) -> Any:
     """Build settings for the session's infrastructure with overrides."""
+
     def build(**overrides: Any) -> Settings:
         database_url = overrides.pop("database_url", postgres_url)
         return make_settings(database_url, broker.bootstrap, **overrides)
