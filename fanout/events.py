@@ -15,7 +15,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -60,6 +60,18 @@ def _version(change: NormalizedChange, body_digest: str | None) -> str:
     if change.occurred_at is not None:
         return change.occurred_at.isoformat(timespec="microseconds")
     return change.event_id or body_digest or ""
+
+
+def _occurred_and_version(change: NormalizedChange, body_digest: str | None) -> tuple[str | None, str]:
+    """`(format_timestamp(occurred_at), _version(...))`, from one isoformat when the time is UTC."""
+    occurred = change.occurred_at
+    if occurred is None:
+        return None, change.event_id or body_digest or ""
+    version = occurred.isoformat(timespec="microseconds")
+    if occurred.tzinfo is not UTC:
+        return format_timestamp(occurred), version
+    text = version[:-6]  # without +00:00
+    return (text if occurred.microsecond % 1000 else text[:-3]) + "Z", version
 
 
 def event_id(recipient: Recipient, change: NormalizedChange, body_digest: str | None = None) -> str:
@@ -181,8 +193,8 @@ def change_events(
     What depends on the change only (its id suffix, time, type, subject, most of the data) is built
     once for all recipients.
     """
-    occurred_at = format_timestamp(change.occurred_at) if change.occurred_at else None
-    id_suffix = "|".join([change.entity, change.entity_id, change.operation, _version(change, body_digest)])
+    occurred_at, version = _occurred_and_version(change, body_digest)
+    id_suffix = "|".join([change.entity, change.entity_id, change.operation, version])
     event_type = ("ce_type", f"accounting.{change.entity}.{change.operation}".encode())
     time = ("ce_time", (occurred_at or format_timestamp(received_at)).encode())
     subject = ("ce_subject", f"{change.entity}/{change.entity_id}".encode())

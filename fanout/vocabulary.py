@@ -24,6 +24,7 @@ round, as QuickBooks sends them).
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 from fanout.changes import NormalizedChange, ProviderChange
 from provider_auth.providers import Provider
@@ -281,6 +282,7 @@ def normalize(provider: Provider, change: ProviderChange) -> NormalizedChange:
     )
 
 
+@lru_cache(maxsize=4096)  # a few dozen names recur in every delivery; bounded against hostile ones
 def entity_name(provider: Provider, provider_entity: str) -> tuple[str, str | None]:
     """The unified entity for a provider's entity name, and 'customer'/'vendor' when it says so."""
     key = _key(provider_entity)
@@ -296,6 +298,7 @@ def entity_name(provider: Provider, provider_entity: str) -> tuple[str, str | No
     return snake_case(provider_entity), None
 
 
+@lru_cache(maxsize=4096)
 def operation_name(provider: Provider, provider_operation: str) -> str:
     """The unified operation for a provider's operation word; unknown words in snake_case."""
     key = _key(provider_operation)

@@ -18,24 +18,24 @@ def load_json(body: bytes) -> Any:
 def text(obj: dict[str, Any], key: str, *, where: str) -> str:
     """A required non-empty string (numbers accepted and rendered), or ParseError."""
     value = obj.get(key)
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, str):  # the common case first: this runs for every field of every change
+        stripped = value.strip()
+        if stripped:
+            return stripped
+    elif isinstance(value, bool) or value is None:
         raise ParseError(f"{where}: {key} is missing")
-    if isinstance(value, int):
+    elif isinstance(value, int):
         return str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise ParseError(f"{where}: {key} must be a non-empty string")
-    return value.strip()
+    raise ParseError(f"{where}: {key} must be a non-empty string")
 
 
 def optional_text(obj: dict[str, Any], key: str) -> str | None:
     """An optional string (numbers rendered); None for absent or empty."""
     value = obj.get(key)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
     return None
 
 

@@ -103,3 +103,24 @@ def test_arbitrary_text_parses_or_is_a_value_error(text: str) -> None:
     except ValueError:
         return
     assert parsed.tzinfo is UTC
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
+    st.integers(min_value=1, max_value=12),
+    st.text(alphabet="0123456789", min_size=6, max_size=6),
+    st.sampled_from(["", "Z", "z", "+00:00", "-0000", "+00"]),
+    st.sampled_from(["T", "t", " "]),
+    st.sampled_from([".", ","]),
+)
+def test_fractions_of_any_length_truncate_to_microseconds(
+    moment: datetime, digits: int, extra: str, zone: str, separator: str, mark: str
+) -> None:
+    # Every spelling of the same UTC time reads the same, whichever parser path takes it.
+    fraction = (f"{moment.microsecond:06d}" + extra)[:digits]
+    m = moment
+    text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}{separator}{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+    text += mark + fraction + zone
+    parsed = parse_timestamp(text)
+    assert parsed == moment.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+    assert parsed.tzinfo is UTC
