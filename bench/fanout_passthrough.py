@@ -22,8 +22,10 @@ if str(ROOT) not in sys.path:
 
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
-from fanout.worker import POLL_TIMEOUT_MS  # noqa: E402
+from fanout.dedupe import wait_for_acks  # noqa: E402
+from fanout.worker import FETCH_MAX_WAIT_MS, POLL_TIMEOUT_MS  # noqa: E402
 from gateway.kafka import connection_options, make_producer  # noqa: E402
+from gateway.loops import run_event_loop  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
 
 
@@ -36,6 +38,7 @@ async def copy(settings: Settings, to_topic: str, group_id: str, stop: asyncio.E
         auto_offset_reset="earliest",
         session_timeout_ms=settings.worker_session_timeout_ms,
         heartbeat_interval_ms=max(100, settings.worker_session_timeout_ms // 3),
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     consumer.subscribe([settings.topic_raw])
     producer = make_producer(settings)
@@ -52,7 +55,7 @@ async def copy(settings: Settings, to_topic: str, group_id: str, stop: asyncio.E
                 for records in batch.values()
                 for record in records
             ]
-            await asyncio.gather(*pending)  # acknowledged before the offsets move, as in the worker
+            await wait_for_acks(pending)  # acknowledged before the offsets move, as in the worker
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
             copied += len(pending)
     finally:
@@ -76,7 +79,7 @@ def main() -> int:
             loop.add_signal_handler(sig, stop.set)
         await copy(settings, args.to, args.group, stop)
 
-    asyncio.run(run())  # the default loop, as `ledgerhook worker` uses
+    run_event_loop(run())  # the loop `ledgerhook worker` runs on
     return 0
 
 

@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -100,8 +101,24 @@ async def publish_once(
             await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
             for record in fresh
         ]
-        await asyncio.gather(*pending)
+        await wait_for_acks(pending)
     return fresh
+
+
+async def wait_for_acks(pending: Sequence["asyncio.Future[Any]"]) -> None:
+    """Return once every produced record is acknowledged; raise the first failure, if any.
+
+    The producer completes one partition's batches in the order they were sent, so waiting on the
+    last futures first usually leaves nothing to wait for after them: a few awaits instead of a
+    callback per record, as `asyncio.gather` would schedule.
+    """
+    for future in reversed(pending):
+        if not future.done():
+            with contextlib.suppress(Exception):  # every failure is raised below, in send order
+                await future
+    failures = [failure for future in pending if (failure := future.exception()) is not None]
+    if failures:
+        raise failures[0]
 
 
 def _canonical(ident: str) -> str:

@@ -45,15 +45,17 @@ class Recipient:
 _NAMESPACE_SHA1 = hashlib.sha1(LEDGERHOOK_NAMESPACE.bytes, usedforsecurity=False)
 
 
+# The RFC 4122 variant bits (10xx) set on the high nibble of byte 8, by its hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
+
+
 def _uuid5(name: str) -> str:
     """`str(uuid.uuid5(LEDGERHOOK_NAMESPACE, name))` without building UUID objects."""
     digest = _NAMESPACE_SHA1.copy()
     digest.update(name.encode())
-    raw = bytearray(digest.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    text = digest.hexdigest()
+    # Version 5 replaces the high nibble of byte 6 (hex digit 12); the variant, that of byte 8.
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
 
 
 def _version(change: NormalizedChange, body_digest: str | None) -> str:

@@ -1,14 +1,20 @@
 """The fan-out worker: raw deliveries in, one change event per change and connection out.
 
 Loop (one consumer in the group `LEDGERHOOK_WORKER_GROUP_ID` on the raw topic, offsets committed by
-hand):
+hand), two batches deep:
 
     getmany(up to LEDGERHOOK_WORKER_BATCH_SIZE records)
-    for every partition in the batch, concurrently:
-        for every record, in offset order: read headers, parse, normalize, split per provider
-            account, route to connections, build events (or a quarantine record)
-        dedupe + produce + await acks + mark seen, in one transaction (fanout.dedupe.publish_once)
-    commit the offsets of the partitions that succeeded; retry the others from their first record
+    route it: for every partition in the batch, for every record in offset order: read headers,
+        parse, normalize, split per provider account, route to connections, build events (or a
+        quarantine record)
+    wait for the previous batch's publishing to finish; a partition that failed there is rewound
+        to its first record and this batch's records of it are dropped (they are read again)
+    publish it in the background, for every partition concurrently: dedupe + produce + await acks
+        + mark seen, in one transaction (fanout.dedupe.publish_once); then commit the offsets of
+        the partitions that succeeded, and report the others for a retry from their first record
+
+so routing one batch (CPU) overlaps the round trips of the one before (PostgreSQL, acks, commit),
+while each partition's records are still published in order, one batch after the other.
 
 Raw records are keyed by provider account, so one account's deliveries sit on one partition and keep
 their order; records within a partition are processed strictly in order. Routing:
@@ -29,6 +35,7 @@ Where a crash can still duplicate an event: see fanout.dedupe and docs/architect
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -58,6 +65,7 @@ log = logging.getLogger("ledgerhook.fanout.worker")
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 POLL_TIMEOUT_MS = 500
+FETCH_MAX_WAIT_MS = 100  # see FanoutWorker.run
 RETRY_BACKOFF = (0.5, 30.0)  # first and longest wait before a failed partition batch is retried
 
 RawRecord: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -77,7 +85,7 @@ class WorkerConfig:
     # none are never reused, so a new registration (and a redrive after it) is seen at once; a
     # disconnect stops events within this many seconds.
     connection_cache_seconds: float = 3.0
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 
 
 class WorkerMetrics:
@@ -149,6 +157,7 @@ class Router:
         self._config = config
         self._connections = connections
         self._known: dict[Any, tuple[float, Any]] = {}
+        self._recipients: dict[str, Recipient] = {}
 
     async def _lookup(self, key: tuple[Any, ...], cache: dict[Any, Any]) -> Any:
         """A connection lookup: this batch's answer, else a recent positive one, else PostgreSQL."""
@@ -206,15 +215,7 @@ class Router:
         received_at = raw.received_at or datetime.fromtimestamp(record.timestamp / 1000, UTC)
         digest = body_digest(body)
         recipients = {
-            account: [
-                Recipient(
-                    connection_id=connection.id,
-                    tenant_id=connection.tenant_id,
-                    provider=provider.value,
-                    provider_account_id=connection.provider_account_id,
-                )
-                for connection in connections
-            ]
+            account: [self._recipient(connection) for connection in connections]
             for account, connections in targets.items()
         }
         topic = self._config.changes_topic
@@ -248,6 +249,20 @@ class Router:
             reason = min((reason for reason, _ in problems), key=_REASON_RANK.index)
             out.append(self._quarantine(record, reason, "; ".join(detail for _, detail in problems)))
         return out
+
+    def _recipient(self, connection: Connection) -> Recipient:
+        # A connection's tenant, provider and account never change: one Recipient per connection.
+        recipient = self._recipients.get(connection.id)
+        if recipient is None:
+            if len(self._recipients) >= _KNOWN_MAX:
+                self._recipients.clear()
+            recipient = self._recipients[connection.id] = Recipient(
+                connection_id=connection.id,
+                tenant_id=connection.tenant_id,
+                provider=connection.provider.value,
+                provider_account_id=connection.provider_account_id,
+            )
+        return recipient
 
     async def _per_connection(
         self,
@@ -331,17 +346,29 @@ def _accounts(changes: Iterable[NormalizedChange]) -> list[str]:
 
 
 class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Holds a rebalance until the batch in progress has committed, so a handover repeats nothing."""
+    """Holds a rebalance until the batch being published has committed, so a handover repeats nothing."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+    def __init__(self, worker: "FanoutWorker") -> None:
+        self._worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:
-            pass
+        await self._worker.hand_over()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         pass
+
+
+@dataclass(slots=True)
+class _Routed:
+    """One partition's records of a polled batch and what they publish."""
+
+    records: list[RawRecord]
+    outgoing: list[Outgoing]
+    providers: list[str | None]
+
+
+# Partition -> the offset to read again from: its first record not published.
+_Rewind: TypeAlias = dict[TopicPartition, int]
 
 
 class FanoutWorker:
@@ -362,11 +389,13 @@ class FanoutWorker:
         self._pool = pool
         self._router = Router(config, connections)
         self._metrics = metrics
-        self._batch_lock = asyncio.Lock()
+        self._publishing: asyncio.Task[_Rewind] | None = None
+        # Bumped when partitions are revoked: a batch polled before that is not published.
+        self._generation = 0
         self._backoff = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until `stop` is set; the batch in progress is finished and committed first."""
+        """Process batches until `stop` is set; the batch being published is finished and committed first."""
         consumer = AIOKafkaConsumer(
             **self._consumer_options,
             group_id=self._config.group_id,
@@ -378,49 +407,90 @@ class FanoutWorker:
             # when the wait ends, so the wait bounds the worker's share of the end-to-end latency.
             fetch_max_wait_ms=self._config.fetch_max_wait_ms,
         )
-        consumer.subscribe([self._config.raw_topic], listener=_FinishBatchFirst(self._batch_lock))
+        consumer.subscribe([self._config.raw_topic], listener=_FinishBatchFirst(self))
         await consumer.start()
         log.info(
             "fan-out worker started", extra={"topic": self._config.raw_topic, "group": self._config.group_id}
         )
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._config.batch_size
-                )
-                if not batch:
-                    continue
-                async with self._batch_lock:
-                    failed = await self._process(consumer, batch)
-                if failed:
-                    await self._wait_before_retry(stop)
+                await self._step(consumer, stop)
         finally:
+            if self._publishing is not None:
+                await asyncio.wait({self._publishing})
             await consumer.stop()
             log.info("fan-out worker stopped")
 
-    async def _process(
-        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[RawRecord]]
-    ) -> bool:
-        """Process one polled batch; True when some partition failed (and was rewound)."""
+    async def hand_over(self) -> None:
+        """Partitions are being revoked: wait for the batch being published; publish nothing polled before."""
+        self._generation += 1
+        if self._publishing is not None:
+            await asyncio.wait({self._publishing})
+
+    async def _step(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """Poll and route one batch while the previous one publishes, then start publishing it."""
+        batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._config.batch_size)
+        generation = self._generation
         started = time.perf_counter()
+        routed, rewind = await self._route(batch) if batch else ({}, {})
+        if self._publishing is not None:
+            for tp, offset in (await self._publishing).items():
+                rewind[tp] = min(offset, rewind.get(tp, offset))
+            self._publishing = None
+        assigned = consumer.assignment()
+        for tp, offset in rewind.items():
+            routed.pop(tp, None)  # polled after the failed records: read again after them
+            if tp in assigned:
+                consumer.seek(tp, offset)
+        if routed and generation == self._generation:
+            self._publishing = asyncio.create_task(self._publish(consumer, routed, started))
+        # A batch polled before a revocation is dropped: the partitions' owners, this worker
+        # included, start again from the committed offsets.
+        if batch or rewind:
+            failed = bool(rewind)
+            self._backoff = min(RETRY_BACKOFF[1], max(RETRY_BACKOFF[0], self._backoff * 2)) if failed else 0.0
+            if failed:
+                await self._wait_before_retry(stop)
+
+    async def _route(
+        self, batch: dict[TopicPartition, list[RawRecord]]
+    ) -> tuple[dict[TopicPartition, _Routed], _Rewind]:
+        """Route every partition's records; a partition whose routing failed is to be read again."""
         results = await asyncio.gather(
-            *(self._partition(records) for records in batch.values()), return_exceptions=True
+            *(self._route_partition(records) for records in batch.values()), return_exceptions=True
         )
-        done: dict[TopicPartition, int] = {}
-        failed = False
+        routed: dict[TopicPartition, _Routed] = {}
+        rewind: _Rewind = {}
         for (tp, records), result in zip(batch.items(), results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result  # cancellation and the like are not ours to swallow
-                failed = True
-                self._metrics.failures.inc()
-                log.warning(
-                    "partition batch failed, will retry",
-                    extra={"partition": tp.partition, "offset": records[0].offset, "error": repr(result)},
-                )
-                consumer.seek(tp, records[0].offset)  # nothing of it is marked seen: redo from its start
+                rewind[tp] = self._failed(tp, records, result)
             else:
-                done[tp] = records[-1].offset + 1
+                routed[tp] = result
+        return routed, rewind
+
+    async def _route_partition(self, records: list[RawRecord]) -> _Routed:
+        cache: dict[Any, Any] = {}  # connection lookups of this partition batch
+        routed = _Routed(records, [], [])
+        for record in records:
+            raw = RawHeaders.read(record.headers)
+            routed.providers.append(raw.provider)
+            routed.outgoing.extend(await self._router.route(record, cache, raw))
+        return routed
+
+    async def _publish(
+        self, consumer: AIOKafkaConsumer, routed: dict[TopicPartition, _Routed], started: float
+    ) -> _Rewind:
+        """Publish every partition's records, commit the offsets of those that made it."""
+        results = await asyncio.gather(
+            *(self._publish_partition(part) for part in routed.values()), return_exceptions=True
+        )
+        done: dict[TopicPartition, int] = {}
+        rewind: _Rewind = {}
+        for (tp, part), result in zip(routed.items(), results, strict=True):
+            if isinstance(result, BaseException):
+                rewind[tp] = self._failed(tp, part.records, result)
+            else:
+                done[tp] = part.records[-1].offset + 1
         if done:
             try:
                 await consumer.commit(done)
@@ -432,28 +502,33 @@ class FanoutWorker:
             if highwater is not None:
                 self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - next_offset))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
-        self._backoff = 0.0 if not failed else min(RETRY_BACKOFF[1], max(RETRY_BACKOFF[0], self._backoff * 2))
-        return failed
+        return rewind
 
-    async def _partition(self, records: list[RawRecord]) -> None:
+    def _failed(self, tp: TopicPartition, records: list[RawRecord], error: BaseException) -> int:
+        """Count and log a failed partition batch; the offset to read it again from."""
+        if not isinstance(error, Exception):
+            raise error  # cancellation and the like are not ours to swallow
+        self._metrics.failures.inc()
+        log.warning(
+            "partition batch failed, will retry",
+            extra={"partition": tp.partition, "offset": records[0].offset, "error": repr(error)},
+        )
+        return int(records[0].offset)  # nothing of it is marked seen: redo from its start
+
+    async def _publish_partition(self, part: _Routed) -> None:
         """One partition's records, in order, published as one deduplicated transaction."""
-        cache: dict[Any, Any] = {}
-        outgoing: list[Outgoing] = []
-        providers: list[str | None] = []
-        for record in records:
-            raw = RawHeaders.read(record.headers)
-            providers.append(raw.provider)
-            outgoing.extend(await self._router.route(record, cache, raw))
+        outgoing = part.outgoing
         published = await publish_once(self._pool, self._producer, outgoing)
-        for provider in providers:
-            self._metrics.consumed_for(provider if provider and parse_provider(provider) else "unknown").inc()
-        events = [o for o in outgoing if o.topic == self._config.changes_topic]
-        fresh_events = [o for o in published if o.topic == self._config.changes_topic]
-        self._metrics.duplicates.inc(len(events) - len(fresh_events))
-        for item in fresh_events:
-            self._metrics.published_for(item.labels["provider"], item.labels["entity"]).inc()
+        # Counted per label set, not per record: a batch holds thousands of events and few labels.
+        for provider, count in collections.Counter(part.providers).items():
+            label = provider if provider and parse_provider(provider) else "unknown"
+            self._metrics.consumed_for(label).inc(count)
+        changes_topic = self._config.changes_topic
+        published_by: collections.Counter[tuple[str, str]] = collections.Counter()
         for item in published:
-            if item.topic == self._config.quarantine_topic:
+            if item.topic == changes_topic:
+                published_by[item.labels["provider"], item.labels["entity"]] += 1
+            elif item.topic == self._config.quarantine_topic:
                 self._metrics.quarantined.labels(item.labels["reason"]).inc()
                 log.warning(
                     "raw record quarantined",
@@ -463,6 +538,10 @@ class FanoutWorker:
                         "delivery_id": header(item.headers, H_DELIVERY_ID),
                     },
                 )
+        for (provider, entity), count in published_by.items():
+            self._metrics.published_for(provider, entity).inc(count)
+        events = sum(1 for item in outgoing if item.topic == changes_topic)
+        self._metrics.duplicates.inc(events - published_by.total())
 
     async def _wait_before_retry(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):

@@ -31,6 +31,7 @@ from gateway.infra import Infrastructure, open_infrastructure
 from gateway.kafka import connection_options
 from gateway.lifecycle import Lifecycle
 from gateway.logs import configure_logging
+from gateway.loops import run_event_loop
 from gateway.settings import Settings
 from gateway.tokens import build_refresher, build_token_manager
 
@@ -183,7 +184,7 @@ def run_fanout_worker(settings: Settings) -> int:
         await serve_worker(settings, stop)
 
     try:
-        asyncio.run(main())
+        run_event_loop(main())
     except Exception:
         log.exception("worker stopped on an error")
         return 1
