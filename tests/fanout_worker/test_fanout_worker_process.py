@@ -249,3 +249,40 @@ async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
         assert Counter(e.key for e in events).keys() == {
             c.encode() for ids in connections.values() for c in ids
         }
+
+
+async def test_a_worker_joining_mid_drain_takes_partitions_over_without_loss_or_repeat(
+    settings_factory: Any,
+) -> None:
+    """A rebalance while batches are being routed and published: the first worker finishes what it
+    is publishing, drops what it polled after, and the owners go on from the committed offsets."""
+    from gateway.infra import open_infrastructure
+    from tests.support import running_gateway
+
+    settings = settings_factory(
+        worker_group_id=f"fanout-{uuid.uuid4().hex[:8]}", worker_session_timeout_ms=3000
+    )
+    async with running_gateway(settings) as gateway, open_infrastructure(settings) as infra:
+        stack = Stack(settings, gateway, infra)
+        store = ConnectionStore(infra.pool, keyring=None)
+        realms = [str(uuid.uuid4().int)[:12] for _ in range(REALMS)]
+        connections = {
+            realm: [(await store.create("tenant-a", Provider.QUICKBOOKS, realm)).id] for realm in realms
+        }
+        await preload(stack, realms, deliveries=3000, start=0)
+        raw = await read_records(settings.kafka_bootstrap_servers, settings.topic_raw)
+        expected = expected_ids(raw, connections)
+
+        first = WorkerProcess(settings, free_port())
+        await wait_until(lambda: first.published() > 300, 60, "the first worker to publish")
+        second = WorkerProcess(settings, free_port())
+        await caught_up(settings, timeout=90)
+        # Both did part of it: the partitions changed hands while there was work left.
+        assert 0 < first.published() < len(expected)
+        assert second.published() > 0
+        assert await first.stop(signal.SIGTERM) == 0
+        assert await second.stop(signal.SIGTERM) == 0
+
+        events = await read_events(settings)
+        assert {e.header("ce_id") for e in events} == expected
+        assert len(events) == len(expected)
