@@ -16,7 +16,7 @@ from gateway.admin.credentials import CredentialsResource
 from gateway.admin.quarantine import QuarantineResource
 from gateway.health import Readiness, livez, metrics_endpoint
 from gateway.infra import Infrastructure, open_infrastructure
-from gateway.ingress import Ingress, empty
+from gateway.ingress import Ingress, empty, shared_provider
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
 from gateway.rawlog import RawLog
@@ -26,6 +26,21 @@ from gateway.tokens import build_token_manager
 from provider_auth.vault import KeyRing
 
 WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class GatewayApp(Starlette):
+    """Starlette, except that shared-endpoint webhooks go straight to the ingress (set up in the
+    lifespan), before its middleware and routing; every other request is Starlette's."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection."""
+        if scope["type"] == "http":
+            provider = shared_provider(scope)
+            if provider is not None:
+                ingress: Ingress = self.state.ingress
+                await ingress.serve_shared(scope, receive, send, provider)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -106,7 +121,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
+    app = GatewayApp(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
     app.state.lifecycle = lifecycle
     app.state.metrics = metrics
     return app
