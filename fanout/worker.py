@@ -10,8 +10,9 @@ hand), two batches deep:
     wait for the previous batch's publishing to finish; a partition that failed there is rewound
         to its first record and this batch's records of it are dropped (they are read again)
     publish it in the background, for every partition concurrently: dedupe + produce + await acks
-        + mark seen, in one transaction (fanout.dedupe.publish_once); then commit the offsets of
-        the partitions that succeeded, and report the others for a retry from their first record
+        + mark seen, in one transaction (fanout.dedupe.publish_once); report the partitions that
+        failed for a retry from their first record, and commit the offsets of the others (the
+        commits follow each other in batch order, and the next batch does not wait for them)
 
 so routing one batch (CPU) overlaps the round trips of the one before (PostgreSQL, acks, commit),
 while each partition's records are still published in order, one batch after the other.
@@ -390,6 +391,7 @@ class FanoutWorker:
         self._router = Router(config, connections)
         self._metrics = metrics
         self._publishing: asyncio.Task[_Rewind] | None = None
+        self._committing: asyncio.Task[None] | None = None
         # Bumped when partitions are revoked: a batch polled before that is not published.
         self._generation = 0
         self._backoff = 0.0
@@ -416,16 +418,14 @@ class FanoutWorker:
             while not stop.is_set():
                 await self._step(consumer, stop)
         finally:
-            if self._publishing is not None:
-                await asyncio.wait({self._publishing})
+            await self._settle()
             await consumer.stop()
             log.info("fan-out worker stopped")
 
     async def hand_over(self) -> None:
         """Partitions are being revoked: wait for the batch being published; publish nothing polled before."""
         self._generation += 1
-        if self._publishing is not None:
-            await asyncio.wait({self._publishing})
+        await self._settle()
 
     async def _step(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Poll and route one batch while the previous one publishes, then start publishing it."""
@@ -480,7 +480,7 @@ class FanoutWorker:
     async def _publish(
         self, consumer: AIOKafkaConsumer, routed: dict[TopicPartition, _Routed], started: float
     ) -> _Rewind:
-        """Publish every partition's records, commit the offsets of those that made it."""
+        """Publish every partition's records; then commit the offsets of those that made it."""
         results = await asyncio.gather(
             *(self._publish_partition(part) for part in routed.values()), return_exceptions=True
         )
@@ -491,18 +491,41 @@ class FanoutWorker:
                 rewind[tp] = self._failed(tp, part.records, result)
             else:
                 done[tp] = part.records[-1].offset + 1
+        # The next batch may publish as soon as this one's transactions are done; the offset
+        # commits follow each other in batch order, off that path.
+        self._committing = asyncio.create_task(self._commit(consumer, done, self._committing, started))
+        return rewind
+
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        done: dict[TopicPartition, int],
+        previous: "asyncio.Task[None] | None",
+        started: float,
+    ) -> None:
+        """Commit the offsets of a published batch, after the batch before it."""
+        if previous is not None:
+            await asyncio.wait({previous})
         if done:
             try:
                 await consumer.commit(done)
             except (CommitFailedError, IllegalStateError) as exc:
                 # The partitions moved to another worker: it redoes the batch, dedupe drops the repeats.
                 log.warning("offset commit failed after a rebalance", extra={"error": type(exc).__name__})
+            except Exception as exc:  # a later batch's commit covers these offsets; else they are redone
+                log.warning("offset commit failed", extra={"error": type(exc).__name__})
         for tp, next_offset in done.items():
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - next_offset))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
-        return rewind
+
+    async def _settle(self) -> None:
+        """Wait for the batch being published and every offset commit before it to finish."""
+        if self._publishing is not None:
+            await asyncio.wait({self._publishing})
+        if self._committing is not None:
+            await asyncio.wait({self._committing})
 
     def _failed(self, tp: TopicPartition, records: list[RawRecord], error: BaseException) -> int:
         """Count and log a failed partition batch; the offset to read it again from."""
