@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 from gateway.app import create_app
 from gateway.lifecycle import Lifecycle
 from gateway.logs import configure_logging
+from gateway.loops import freeze_startup_heap
 from gateway.settings import Settings
 
 log = logging.getLogger("ledgerhook.server")
@@ -82,6 +83,7 @@ def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
         lifecycle,
         settings.shutdown_drain_seconds,
     )
+    freeze_startup_heap()
     server.run(sockets=[sock] if sock else None)
     return 0 if server.started else STARTUP_FAILURE
 

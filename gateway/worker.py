@@ -31,7 +31,7 @@ from gateway.infra import Infrastructure, open_infrastructure
 from gateway.kafka import connection_options
 from gateway.lifecycle import Lifecycle
 from gateway.logs import configure_logging
-from gateway.loops import run_event_loop
+from gateway.loops import freeze_startup_heap, run_event_loop
 from gateway.settings import Settings
 from gateway.tokens import build_refresher, build_token_manager
 
@@ -183,6 +183,7 @@ def run_fanout_worker(settings: Settings) -> int:
             loop.add_signal_handler(sig, _on_signal, sig, stop)
         await serve_worker(settings, stop)
 
+    freeze_startup_heap()
     try:
         run_event_loop(main())
     except Exception:
