@@ -2,6 +2,7 @@
 its batch, health and metrics on the worker port."""
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -182,7 +183,9 @@ def no_worker_left_behind() -> Iterator[None]:
             process.wait()
 
 
-async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
+@contextlib.asynccontextmanager
+async def stack_and_realms(settings_factory: Any) -> AsyncIterator[tuple[Stack, ConnectionStore, list[str]]]:
+    """A running gateway and infrastructure for a worker group of its own, and fresh realm ids."""
     from gateway.infra import open_infrastructure
     from tests.support import running_gateway
 
@@ -190,9 +193,13 @@ async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
         worker_group_id=f"fanout-{uuid.uuid4().hex[:8]}", worker_session_timeout_ms=3000
     )
     async with running_gateway(settings) as gateway, open_infrastructure(settings) as infra:
-        stack = Stack(settings, gateway, infra)
-        store = ConnectionStore(infra.pool, keyring=None)
         realms = [str(uuid.uuid4().int)[:12] for _ in range(REALMS)]
+        yield Stack(settings, gateway, infra), ConnectionStore(infra.pool, keyring=None), realms
+
+
+async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
+    async with stack_and_realms(settings_factory) as (stack, store, realms):
+        settings = stack.settings
         connections: dict[str, list[str]] = {}
         for n, realm in enumerate(realms):
             tenants = ["tenant-a", "tenant-b"] if n % 3 == 0 else ["tenant-a"]  # some shared by two tenants
@@ -256,16 +263,8 @@ async def test_a_worker_joining_mid_drain_takes_partitions_over_without_loss_or_
 ) -> None:
     """A rebalance while batches are being routed and published: the first worker finishes what it
     is publishing, drops what it polled after, and the owners go on from the committed offsets."""
-    from gateway.infra import open_infrastructure
-    from tests.support import running_gateway
-
-    settings = settings_factory(
-        worker_group_id=f"fanout-{uuid.uuid4().hex[:8]}", worker_session_timeout_ms=3000
-    )
-    async with running_gateway(settings) as gateway, open_infrastructure(settings) as infra:
-        stack = Stack(settings, gateway, infra)
-        store = ConnectionStore(infra.pool, keyring=None)
-        realms = [str(uuid.uuid4().int)[:12] for _ in range(REALMS)]
+    async with stack_and_realms(settings_factory) as (stack, store, realms):
+        settings = stack.settings
         connections = {
             realm: [(await store.create("tenant-a", Provider.QUICKBOOKS, realm)).id] for realm in realms
         }
