@@ -356,7 +356,7 @@ class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._worker.hand_over()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        pass
+        self._worker.taken_over()
 
 
 @dataclass(slots=True)
@@ -392,8 +392,10 @@ class FanoutWorker:
         self._metrics = metrics
         self._publishing: asyncio.Task[_Rewind] | None = None
         self._committing: asyncio.Task[None] | None = None
-        # Bumped when partitions are revoked: a batch polled before that is not published.
+        # Bumped when a rebalance starts and when it ends: a batch polled before either is not
+        # published, nor one polled in between (its partitions' owners start from the committed offsets).
         self._generation = 0
+        self._handing_over = False
         self._backoff = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -425,7 +427,13 @@ class FanoutWorker:
     async def hand_over(self) -> None:
         """Partitions are being revoked: wait for the batch being published; publish nothing polled before."""
         self._generation += 1
+        self._handing_over = True
         await self._settle()
+
+    def taken_over(self) -> None:
+        """The rebalance is done: publish again, from polls made from now on."""
+        self._generation += 1
+        self._handing_over = False
 
     async def _step(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Poll and route one batch while the previous one publishes, then start publishing it."""
@@ -442,10 +450,10 @@ class FanoutWorker:
             routed.pop(tp, None)  # polled after the failed records: read again after them
             if tp in assigned:
                 consumer.seek(tp, offset)
-        if routed and generation == self._generation:
+        # A batch polled before or during a rebalance is dropped: the partitions' owners, this
+        # worker included, start again from the committed offsets.
+        if routed and generation == self._generation and not self._handing_over:
             self._publishing = asyncio.create_task(self._publish(consumer, routed, started))
-        # A batch polled before a revocation is dropped: the partitions' owners, this worker
-        # included, start again from the committed offsets.
         if batch or rewind:
             failed = bool(rewind)
             self._backoff = min(RETRY_BACKOFF[1], max(RETRY_BACKOFF[0], self._backoff * 2)) if failed else 0.0
