@@ -26,6 +26,8 @@ from typing import Any, cast
 
 import orjson
 
+from gateway.loops import run_event_loop
+
 clock = time.monotonic
 DISCONNECTED = "disconnected"
 _DELIVERY_ID = b"\r\nx-ledgerhook-delivery-id:"
@@ -210,12 +212,7 @@ def main() -> None:
         build_request(args.host, args.port, url, headers, body.encode()) for url, headers, body in pool
     ]
     del pool
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        result = asyncio.run(post_all(args, requests))
-    else:
-        result = uvloop.run(post_all(args, requests))
+    result = run_event_loop(post_all(args, requests))
     args.result.write_bytes(orjson.dumps(result))
 
 

@@ -29,6 +29,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import cast
 
+from gateway.loops import run_event_loop
+
 # uvloop's loop.time() has millisecond resolution: latencies are taken from this clock instead.
 clock = time.perf_counter
 
@@ -370,12 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     requests = [build_request(args.host, args.port, args.path, sig, body) for sig, body in pool]
     del pool
     driver = closed_loop if args.mode == "closed" else open_loop
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        result = asyncio.run(driver(args, requests))
-    else:
-        result = uvloop.run(driver(args, requests))
+    result = run_event_loop(driver(args, requests))
     # A file, not stdout: the results can be large and stdout is only for the READY handshake.
     args.result.write_text(json.dumps(result))
 
