@@ -2,7 +2,7 @@
 
 It is what any webhook receiver has to do at the least, served exactly like `ledgerhook serve`:
 the same `LEDGERHOOK_*` settings, the same logging, and the uvicorn options from
-`gateway.server.uvicorn_config` (one worker; uvicorn's automatic choice of event loop and HTTP
+`gateway.runtime.server.uvicorn_config` (one worker; uvicorn's automatic choice of event loop and HTTP
 parser, i.e. uvloop and httptools when installed). The difference between the two figures is the
 cost of everything the gateway adds: routing to a source, the size limit, the payload summary,
 metrics, and above all the durable append to Kafka before the 200.
@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.logs import configure_logging
-from gateway.server import uvicorn_config
+from gateway.runtime.logs import configure_logging
+from gateway.runtime.server import uvicorn_config
 from gateway.settings import Settings, load_settings, secret_values
 from provider_auth.webhooks import BodyHmac
 

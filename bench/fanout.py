@@ -72,12 +72,12 @@ from bench.ingest import (  # noqa: E402
     wait_for_quiet,
     wait_http_ok,
 )
-from fanout.connections import Connection, ConnectionStore  # noqa: E402
 from fanout.raw import H_DELIVERY_ID, header  # noqa: E402
-from gateway import samples  # noqa: E402
-from gateway.devstack import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
-from gateway.kafka import make_producer  # noqa: E402
+from gateway.dev import samples  # noqa: E402
+from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
+from gateway.runtime.kafka import make_producer  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
+from provider_auth.accounts.store import Connection, ConnectionStore  # noqa: E402
 from provider_auth.providers import Provider  # noqa: E402
 
 QUICKBOOKS_TOKENS = ("bench-previous-verifier-token", "bench-current-verifier-token")

@@ -1,7 +1,7 @@
 """The fan-out benchmark's baseline: copy the raw topic to another topic, nothing else.
 
-The same aiokafka client settings as the fan-out worker (fanout.worker.FanoutWorker.run and
-gateway.kafka.make_producer): a consumer group with manual commits starting from the earliest offset,
+The same aiokafka client settings as the fan-out worker (fanout.pipeline.FanoutWorker.run and
+gateway.runtime.kafka.make_producer): a consumer group with manual commits starting from the earliest offset,
 the worker's batch size and session timeout, the process's acks=all producer; a polled batch is
 produced, every acknowledgement awaited, then its offsets committed. No parsing, routing, dedupe or
 PostgreSQL: what the worker costs on top of this is what it does with the records.
@@ -23,9 +23,9 @@ if str(ROOT) not in sys.path:
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from fanout.dedupe import wait_for_acks  # noqa: E402
-from fanout.worker import FETCH_MAX_WAIT_MS, POLL_TIMEOUT_MS  # noqa: E402
-from gateway.kafka import connection_options, make_producer  # noqa: E402
-from gateway.loops import run_event_loop  # noqa: E402
+from fanout.pipeline import FETCH_MAX_WAIT_MS, POLL_TIMEOUT_MS  # noqa: E402
+from gateway.runtime.kafka import connection_options, make_producer  # noqa: E402
+from gateway.runtime.loops import run_event_loop  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
 
 

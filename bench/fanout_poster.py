@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import orjson
 
-from gateway.loops import run_event_loop
+from gateway.runtime.loops import run_event_loop
 
 clock = time.monotonic
 DISCONNECTED = "disconnected"

@@ -3,7 +3,7 @@
 - A few hundred provider accounts (QuickBooks realms and Xero organisations), each registered as a
   connection of its own tenant; a share of them also connected by an accounting practice (a second
   tenant), so their changes fan out to two connections.
-- Deliveries from `gateway.samples` (QuickBooks CloudEvents batches, Xero batches, a few Xero batches
+- Deliveries from `gateway.dev.samples` (QuickBooks CloudEvents batches, Xero batches, a few Xero batches
   mixing two organisations, as Xero's shared endpoint can), spread over the accounts with a mild skew:
   a few busy companies and a long tail, as on a real app.
 - The event ids the worker must publish, computed with the same parsers and the documented id formula,
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from fanout.connections import Connection, ConnectionStore
-from fanout.events import Recipient, body_digest, event_id
+from fanout.change_events import Recipient, body_digest, event_id
 from fanout.parsers import PARSERS
-from fanout.peek import summarize
+from fanout.partition_key import summarize
 from fanout.vocabulary import normalize
-from gateway import samples
-from gateway.delivery import RawDelivery, new_delivery_id, utcnow
+from gateway.dev import samples
+from gateway.ingress.delivery import RawDelivery, new_delivery_id, utcnow
+from provider_auth.accounts.store import Connection, ConnectionStore
 from provider_auth.providers import Provider
 
 CONTENT_TYPES = {Provider.QUICKBOOKS: "application/cloudevents+json", Provider.XERO: "application/json"}

@@ -45,9 +45,9 @@ if str(ROOT) not in sys.path:  # `python bench/ingest.py` puts bench/, not the r
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 
 from bench.loadgen import write_pool  # noqa: E402
-from gateway import samples  # noqa: E402
-from gateway.delivery import H_DELIVERY_ID  # noqa: E402
-from gateway.devstack import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
+from gateway.dev import samples  # noqa: E402
+from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
+from gateway.ingress.delivery import H_DELIVERY_ID  # noqa: E402
 
 VERIFIER_TOKENS = ("bench-previous-verifier-token", "bench-current-verifier-token")
 RAW_TOPIC = "ledgerhook.webhooks.raw"

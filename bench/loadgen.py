@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import cast
 
-from gateway.loops import run_event_loop
+from gateway.runtime.loops import run_event_loop
 
 # uvloop's loop.time() has millisecond resolution: latencies are taken from this clock instead.
 clock = time.perf_counter

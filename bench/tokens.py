@@ -1,9 +1,9 @@
 """Token benchmark: 10,000 connections with staggered expiries, several refresher processes.
 
 Starts an embedded PostgreSQL, an embedded broker and the provider emulator (`python -m
-tests.emulator`, its own process, with a token endpoint latency like a real provider's), hands over
+gateway.dev.emulator`, its own process, with a token endpoint latency like a real provider's), hands over
 credentials for N Xero connections whose access tokens expire one after the other over `--span`
-seconds, then runs `--refreshers` refresher processes (`provider_auth.refresher.Refresher`, as in
+seconds, then runs `--refreshers` refresher processes (`provider_auth.tokens.refresher.Refresher`, as in
 `ledgerhook worker`) until every one of them has been renewed. Each needs exactly one refresh
 (the new tokens outlive the run), so the emulator's count of token calls against N is the
 refresh ratio: duplicates, retries and lost races all show as a ratio above 1.
@@ -43,14 +43,13 @@ import orjson  # noqa: E402
 
 from bench.ingest import cpu_model  # noqa: E402
 from fanout.account_events import AccountEvents  # noqa: E402
-from gateway.devstack import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
-from gateway.kafka import ensure_topics, make_producer  # noqa: E402
-from gateway.migrate import migrate  # noqa: E402
+from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
+from gateway.runtime.kafka import ensure_topics, make_producer  # noqa: E402
+from gateway.runtime.migrate import migrate  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
 from provider_auth.oauth.apps import OAuthApp  # noqa: E402
 from provider_auth.oauth.client import TokenClient  # noqa: E402
 from provider_auth.providers import Provider  # noqa: E402
-from provider_auth.refresher import Refresher  # noqa: E402
 from provider_auth.tokens import (  # noqa: E402
     ConnectionRef,
     Credentials,
@@ -58,6 +57,7 @@ from provider_auth.tokens import (  # noqa: E402
     TokenManager,
     TokenPolicy,
 )
+from provider_auth.tokens.refresher import Refresher  # noqa: E402
 from provider_auth.vault import KeyRing  # noqa: E402
 
 CLIENT_ID, CLIENT_SECRET = "ledgerhook-bench", "ledgerhook-bench-secret"
@@ -504,7 +504,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "tests.emulator",
+                "gateway.dev.emulator",
                 "--port",
                 str(emulator_port),
                 "--client",

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 
 from fanout.cloudevents import binary_record
 from fanout.timestamps import format_timestamp
-from provider_auth.tokens.events import AuthFailure, ConnectionEvents, ReactivationReason
+from provider_auth.accounts.events import AuthFailure, ConnectionEvents, ReactivationReason
 
 __all__ = ["AUTHENTICATION_ERROR", "REACTIVATED", "SOURCE", "AccountEvents"]
 

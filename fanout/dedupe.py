@@ -122,7 +122,7 @@ async def wait_for_acks(pending: Sequence["asyncio.Future[Any]"]) -> None:
 
 
 def _canonical(ident: str) -> str:
-    # Our ids are already canonical (fanout.events, fanout.ids); anything else is normalised once.
+    # Our ids are already canonical (change event ids, uuid7); anything else is normalised once.
     if len(ident) == 36 and ident == ident.lower():
         return ident
     return str(uuid.UUID(ident))

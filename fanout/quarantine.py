@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from fanout.change_events import LEDGERHOOK_NAMESPACE
 from fanout.dedupe import Outgoing
-from fanout.events import LEDGERHOOK_NAMESPACE
 from fanout.timestamps import format_timestamp
 
 H_REASON = "ledgerhook-quarantine-reason"

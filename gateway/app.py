@@ -10,19 +10,19 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from fanout.connections import ConnectionStore
 from gateway.admin import AdminServices, AdminTokens, admin_app
 from gateway.admin.credentials import CredentialsResource
 from gateway.admin.quarantine import QuarantineResource
-from gateway.health import Readiness, livez, metrics_endpoint
-from gateway.infra import Infrastructure, open_infrastructure
-from gateway.ingress import Ingress, empty, shared_provider
-from gateway.lifecycle import Lifecycle
-from gateway.metrics import Metrics
-from gateway.rawlog import RawLog
+from gateway.ingress.endpoint import Ingress, empty, shared_provider
+from gateway.ingress.rawlog import RawLog
+from gateway.ingress.verification import ConnectionEndpoint, ConnectionSources, SharedSources
+from gateway.runtime.health import Readiness, livez, metrics_endpoint
+from gateway.runtime.infra import Infrastructure, open_infrastructure
+from gateway.runtime.lifecycle import Lifecycle
+from gateway.runtime.metrics import Metrics
+from gateway.runtime.oauth import build_token_manager
 from gateway.settings import Settings, secret_values
-from gateway.sources import ConnectionEndpoint, ConnectionSources, SharedSources
-from gateway.tokens import build_token_manager
+from provider_auth.accounts.store import ConnectionStore
 from provider_auth.vault import KeyRing
 
 WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

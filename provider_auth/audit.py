@@ -1,4 +1,4 @@
-"""The audit log of the token lifecycle, in the `oauth_audit` table (gateway/migrations/0002).
+"""The audit log of the token lifecycle, in the `oauth_audit` table (gateway/runtime/migrations/0002).
 
 One row per thing that happened to a grant: credentials stored, refreshed, rotated, failed, lost
 response, race, needs_reauth, unavailable, recovered, reconnected, revoked, erased. The detail

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from gateway.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from gateway.settings import Settings
 from tests.support import RunningGateway, make_settings, running_gateway
 

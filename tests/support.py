@@ -12,11 +12,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from starlette.applications import Starlette
 
 from gateway.app import create_app
-from gateway.devstack import free_port
-from gateway.kafka import ensure_topics
-from gateway.lifecycle import Lifecycle
-from gateway.migrate import migrate
-from gateway.server import GatewayServer, uvicorn_config
+from gateway.dev.embedded import free_port
+from gateway.runtime.kafka import ensure_topics
+from gateway.runtime.lifecycle import Lifecycle
+from gateway.runtime.migrate import migrate
+from gateway.runtime.server import GatewayServer, uvicorn_config
 from gateway.settings import Settings, load_settings
 
 QUICKBOOKS_TOKENS = ("qbo-previous-verifier", "qbo-current-verifier")

@@ -17,16 +17,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from fanout.connections import (
+from gateway.admin.problems import Problem, pointer, validation_problem
+from gateway.ingress.body import read_limited
+from provider_auth.accounts.store import (
     UNSET,
     ConnectionExists,
     ConnectionStatus,
     ConnectionStore,
     MissingKeyRing,
 )
-from fanout.connections import Connection as StoredConnection
-from gateway.admin.problems import Problem, pointer, validation_problem
-from gateway.body import read_limited
+from provider_auth.accounts.store import Connection as StoredConnection
 from provider_auth.providers import Provider
 from provider_auth.webhooks.standard import SECRET_PREFIX, decode_secret
 

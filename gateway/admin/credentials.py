@@ -16,10 +16,10 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fanout.connections import Connection as StoredConnection
-from fanout.connections import ConnectionStatus, ConnectionStore
 from gateway.admin.connections import _json, _json_object, _not_found, _uuid, _validate
 from gateway.admin.problems import Problem, validation_problem
+from provider_auth.accounts.store import Connection as StoredConnection
+from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
 from provider_auth.oauth.specs import SPECS, ZOHO_DATA_CENTRES
 from provider_auth.providers import Provider
 from provider_auth.tokens import (

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from fanout.quarantine import Reason
 from fanout.redrive import RedriveResult, redrive
 from gateway.admin.problems import Problem, pointer, validation_problem
-from gateway.body import read_limited
-from gateway.kafka import connection_options, make_producer
+from gateway.ingress.body import read_limited
+from gateway.runtime.kafka import connection_options, make_producer
 from gateway.settings import Settings
 
 log = logging.getLogger("ledgerhook.admin")

@@ -16,14 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from fanout.connections import ConnectionStore
 from gateway.admin.auth import AdminTokens, RequireAdminToken
 from gateway.admin.connections import ConnectionsResource
 from gateway.admin.credentials import CredentialsResource, with_credentials
 from gateway.admin.openapi import openapi_document
 from gateway.admin.problems import Problem
 from gateway.admin.quarantine import QuarantineResource
-from gateway.sources import DATABASE_ERRORS
+from gateway.ingress.verification import DATABASE_ERRORS
+from provider_auth.accounts.store import ConnectionStore
 
 PREFIX = "/admin/v1"
 

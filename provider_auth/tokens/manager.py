@@ -39,6 +39,7 @@ from datetime import datetime
 import asyncpg
 
 from provider_auth import audit
+from provider_auth.accounts.events import AuthFailure, AuthFailureReason, ConnectionEvents, ReactivationReason
 from provider_auth.audit import AuditAction
 from provider_auth.oauth.apps import GrantParams, OAuthApp, resolve_url
 from provider_auth.oauth.client import TokenClient, TokenRequestError, TokenSet
@@ -51,7 +52,6 @@ from provider_auth.tokens.errors import (
     TokenError,
     TokenUnavailable,
 )
-from provider_auth.tokens.events import AuthFailure, AuthFailureReason, ConnectionEvents, ReactivationReason
 from provider_auth.tokens.metrics import TokenMetrics
 from provider_auth.tokens.store import (
     CredentialStore,

@@ -28,17 +28,25 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012 as DRAFT_2020_12
 
 from fanout import quarantine, raw, vocabulary
+from fanout.change_events import (
+    LEDGERHOOK_NAMESPACE,
+    Recipient,
+    body_digest,
+    change_data,
+    change_event,
+    event_id,
+)
 from fanout.changes import CONNECTION_ACCOUNT, NormalizedChange, ProviderChange
 from fanout.cloudevents import EventRecord
-from fanout.events import LEDGERHOOK_NAMESPACE, Recipient, body_digest, change_data, change_event, event_id
-from fanout.ids import uuid7
 from fanout.parsers import PARSERS
 from fanout.timestamps import format_timestamp, parse_timestamp
 from fanout.vocabulary import entity_name, normalize
-from gateway import delivery
+from gateway.ingress import delivery
+from provider_auth.ids import uuid7
 from provider_auth.providers import Provider
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 DOCS = ROOT / "docs"
 SCHEMA_DIR = DOCS / "schemas"
 EVENTS_MD = (DOCS / "events.md").read_text(encoding="utf-8")

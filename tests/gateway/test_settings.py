@@ -1,12 +1,11 @@
 """Settings: parsing rules, error messages, and the README's table kept in step with the code."""
 
-from pathlib import Path
-
 import pytest
 
 from gateway.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from tests.paths import REPO_ROOT
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = REPO_ROOT / "README.md"
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:

@@ -4,7 +4,6 @@ import base64
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -12,7 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "ledgerhook"
+from tests.paths import REPO_ROOT
+
+CHART_DIR = REPO_ROOT / "helm" / "ledgerhook"
 KUBERNETES_VERSION = "1.35"
 RELEASE = "ledgerhook"
 NAMESPACE = "payments"

@@ -1,0 +1,1 @@
+"""`ledgerhook dev`: the embedded stack, signed samples and the provider emulator."""

@@ -1,0 +1,86 @@
+"""OAuth tokens in `ledgerhook dev`: `--emulator`, a local provider emulator (the worker tasks refresh).
+
+`ledgerhook dev --emulator` starts the provider emulator (`gateway.dev.emulator`) in
+the dev process, registers a dev app with every provider it plays, and points the providers' token
+and API URLs at it; access tokens it issues live 3 minutes and the refresher runs every few seconds,
+so a refresh ahead of expiry shows within two minutes. Seed grants and revoke them through the
+emulator's control endpoints (`/_emulator/grants`, `/_emulator/revoke`; see docs/tokens.md).
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from gateway.dev.embedded import DevStackError
+from gateway.dev.emulator import Emulator
+from provider_auth.oauth.specs import OAUTH_PROVIDERS
+
+__all__ = [
+    "DEV_CLIENT_ID",
+    "DEV_CLIENT_SECRET",
+    "EMULATOR_ACCESS_TTL",
+    "banner_lines",
+    "emulator_defaults",
+    "running_emulator",
+]
+
+DEV_CLIENT_ID = "ledgerhook-dev"
+DEV_CLIENT_SECRET = "ledgerhook-dev-secret"  # noqa: S105 - the emulator's well-known dev app
+EMULATOR_ACCESS_TTL = 180.0
+
+
+def emulator_defaults(host: str, port: int) -> dict[str, Any]:
+    """Settings that point every provider at the emulator, with short dev timings."""
+    from provider_auth.providers import Provider
+
+    base = f"http://{host}:{port}"
+    values: dict[str, Any] = {
+        "token_refresh_skew_seconds": 30,
+        "token_refresh_window_seconds": 90,
+        "token_refresh_jitter_seconds": 15,
+        "token_refresh_interval_seconds": 5,
+        "token_request_timeout_seconds": 5,
+    }
+    for provider in OAUTH_PROVIDERS:
+        prefix = provider.env_name.lower()
+        values[f"{prefix}_client_id"] = DEV_CLIENT_ID
+        values[f"{prefix}_client_secret"] = DEV_CLIENT_SECRET
+        values[f"{prefix}_token_url"] = f"{base}/{provider.value}/oauth/token"
+        values[f"{prefix}_api_base_url"] = f"{base}/{provider.value}"
+    values["quickbooks_revoke_url"] = f"{base}/{Provider.QUICKBOOKS.value}/oauth/revoke"
+    return values
+
+
+@asynccontextmanager
+async def running_emulator(host: str, port: int) -> AsyncIterator[Emulator]:
+    """The provider emulator serving on (host, port) in this loop, with the dev app registered."""
+    emulator = Emulator(host=host, port=port)
+    for provider in OAUTH_PROVIDERS:
+        emulator.register_client(provider, DEV_CLIENT_ID, DEV_CLIENT_SECRET)
+        emulator.set_access_ttl(provider, EMULATOR_ACCESS_TTL)
+    try:
+        await emulator.start()
+    except OSError as exc:
+        raise DevStackError(f"the provider emulator cannot listen on {host}:{port}: {exc}") from None
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+def banner_lines(emulator_url: str | None, gateway_url: str, topic: str, bootstrap: str) -> list[str]:
+    """What `dev` prints about tokens: where the emulator is and how to try a refresh and a revocation."""
+    if emulator_url is None:
+        return []
+    return [
+        "OAuth tokens (--emulator; docs/tokens.md):",
+        f"  emulator      {emulator_url}  (every provider's token endpoint; access tokens live 3 min)",
+        "  seed a grant, hand it over for a connection, revoke it, watch the account events:",
+        f'  curl -s -X POST {emulator_url}/_emulator/grants -d \'{{"provider": "xero"}}\'',
+        f"  curl -s -X PUT -H 'authorization: Bearer <admin token>' {gateway_url}/admin/v1/connections/<id>"
+        '/credentials -d \'{"access_token": "...", "refresh_token": "...", "expires_in": 180}\'',
+        f"  curl -s -X POST {emulator_url}/_emulator/revoke"
+        ' -d \'{"provider": "xero", "token": "<refresh token>"}\'',
+        f"  ledgerhook tail {topic} --bootstrap {bootstrap}",
+        "",
+    ]

@@ -1,0 +1,1 @@
+"""Webhook ingress: the provider-facing endpoints, from request to raw log record."""

@@ -1,0 +1,1 @@
+"""The processes: the gateway server, the worker process, their wiring, health, metrics and migrations."""

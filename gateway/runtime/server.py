@@ -1,0 +1,143 @@
+"""Serving the app: a uvicorn server that drains before it stops, and a tiny multi-worker supervisor.
+
+Shutdown on SIGTERM (or Ctrl-C): `/readyz` turns 503 at once, the listener stays open for
+`LEDGERHOOK_SHUTDOWN_DRAIN_SECONDS` so load balancers notice, then it closes, in-flight requests
+finish (bounded by `LEDGERHOOK_SHUTDOWN_TIMEOUT_SECONDS`), the producer is flushed, exit 0.
+A second signal skips the rest of the drain; a third forces the exit.
+"""
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from types import FrameType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from gateway.app import create_app
+from gateway.runtime.lifecycle import Lifecycle
+from gateway.runtime.logs import configure_logging
+from gateway.runtime.loops import freeze_startup_heap
+from gateway.settings import Settings
+
+log = logging.getLogger("ledgerhook.server")
+
+STARTUP_FAILURE = 3
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with a readiness drain between the signal and closing the listener."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float) -> None:
+        super().__init__(config)
+        self._lifecycle = lifecycle
+        self._drain_seconds = drain_seconds
+        self._drain_deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Unlike the base class, the signal is not re-raised after shutdown: a drained exit is 0.
+        if self.should_exit:
+            self.force_exit = True
+        elif self._drain_deadline is None:
+            self._lifecycle.draining = True
+            self._drain_deadline = time.monotonic() + self._drain_seconds
+            log.info("draining", extra={"signal": signal.Signals(sig).name, "seconds": self._drain_seconds})
+        else:
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_deadline is not None and time.monotonic() >= self._drain_deadline:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def uvicorn_config(settings: Settings, app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """uvicorn settings for the gateway: our logging, no server header, bounded shutdown."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        timeout_keep_alive=75,  # longer than typical load balancer idle timeouts
+    )
+
+
+def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
+    """Run one gateway process until it is signalled; 0 on a clean stop, 3 if it could not start."""
+    configure_logging(settings.log_level)
+    lifecycle = Lifecycle()
+    app = create_app(settings, lifecycle)
+    server = GatewayServer(
+        uvicorn_config(settings, app, settings.host, settings.port),
+        lifecycle,
+        settings.shutdown_drain_seconds,
+    )
+    freeze_startup_heap()
+    server.run(sockets=[sock] if sock else None)
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def _worker_main(settings: Settings, sock: socket.socket) -> None:
+    sys.exit(run_worker(settings, sock))
+
+
+def serve(settings: Settings) -> int:
+    """`ledgerhook serve`: one process, or `workers` processes sharing one listening socket."""
+    if settings.workers == 1:
+        return run_worker(settings)
+    configure_logging(settings.log_level)
+    sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
+    sock.set_inheritable(True)
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_main, args=(settings, sock), name=f"ledgerhook-worker-{i}")
+        for i in range(settings.workers)
+    ]
+    stop = threading.Event()
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        stop.set()
+        for worker in workers:
+            if worker.is_alive():
+                _signal(worker.pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for worker in workers:
+        worker.start()
+    log.info("gateway started", extra={"workers": settings.workers, "port": settings.port})
+    while not stop.is_set():
+        dead = [w for w in workers if not w.is_alive()]
+        if dead:
+            # A worker that dies on its own means something is wrong; let the orchestrator restart us.
+            log.error("gateway worker exited unexpectedly", extra={"exit_code": dead[0].exitcode})
+            for worker in workers:
+                if worker.is_alive():
+                    _signal(worker.pid, signal.SIGTERM)
+            for worker in workers:
+                worker.join()
+            return 1
+        stop.wait(0.5)
+    for worker in workers:
+        worker.join()
+    sock.close()
+    # A worker still starting when the signal came dies of it before serving anything: also clean.
+    clean = {0, -signal.SIGTERM, -signal.SIGINT}
+    return 0 if all(w.exitcode in clean for w in workers) else 1
+
+
+def _signal(pid: int | None, sig: int) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

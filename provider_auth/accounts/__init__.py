@@ -1,0 +1,1 @@
+"""Connections (integrated accounts): their store, status and `integrated_account:*` events."""

@@ -1,0 +1,236 @@
+"""Connections in PostgreSQL: who (tenant) connected which provider account, and in what state.
+
+The admin API manages them; the fan-out worker routes by them; webhook secrets of per-connection
+endpoints are stored encrypted with the key ring (never returned by any endpoint).
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum, StrEnum
+from typing import Any
+
+import asyncpg
+import orjson
+
+from provider_auth.ids import uuid7
+from provider_auth.providers import Provider
+from provider_auth.vault import KeyRing
+
+
+class ConnectionStatus(StrEnum):
+    """Lifecycle of a connection; only `disconnected` ones stop receiving events."""
+
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+    PAUSED = "paused"
+    DISCONNECTED = "disconnected"
+
+
+class ConnectionExists(Exception):
+    """The tenant already has a connection to that provider account."""
+
+
+class MissingKeyRing(Exception):
+    """A webhook secret was given, but no `LEDGERHOOK_ENCRYPTION_KEYS` is configured to protect it."""
+
+
+class _Unset(Enum):
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One tenant's link to one provider account."""
+
+    id: str
+    tenant_id: str
+    provider: Provider
+    provider_account_id: str
+    status: ConnectionStatus
+    display_name: str | None
+    metadata: dict[str, Any]
+    has_webhook_secret: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def receives_events(self) -> bool:
+        """Every connection but a disconnected one gets its account's events."""
+        return self.status is not ConnectionStatus.DISCONNECTED
+
+
+_COLUMNS = (
+    "id, tenant_id, provider, provider_account_id, status, display_name, metadata, "
+    "webhook_secrets IS NOT NULL AS has_webhook_secret, created_at, updated_at"
+)
+
+
+def _row(record: Mapping[str, Any]) -> Connection:
+    return Connection(
+        id=str(record["id"]),
+        tenant_id=record["tenant_id"],
+        provider=Provider(record["provider"]),
+        provider_account_id=record["provider_account_id"],
+        status=ConnectionStatus(record["status"]),
+        display_name=record["display_name"],
+        metadata=orjson.loads(record["metadata"]),
+        has_webhook_secret=record["has_webhook_secret"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+    )
+
+
+def webhook_secrets_aad(connection_id: str) -> bytes:
+    """Associated data of a connection's sealed webhook secrets (also used when re-encrypting)."""
+    # Binds the ciphertext to its row: copied to another connection, it no longer decrypts.
+    return f"connection:{connection_id}:webhook_secrets".encode()
+
+
+class ConnectionStore:
+    """CRUD and routing lookups for connections, on a pool handed in by the caller."""
+
+    def __init__(self, pool: asyncpg.Pool, keyring: KeyRing | None) -> None:
+        self._pool = pool
+        self._keyring = keyring
+
+    def _seal(self, connection_id: str, secrets: Sequence[str]) -> bytes | None:
+        if not secrets:
+            return None
+        if self._keyring is None:
+            raise MissingKeyRing("set LEDGERHOOK_ENCRYPTION_KEYS to store webhook secrets")
+        return self._keyring.encrypt(orjson.dumps(list(secrets)), webhook_secrets_aad(connection_id))
+
+    async def create(
+        self,
+        tenant_id: str,
+        provider: Provider,
+        provider_account_id: str,
+        *,
+        display_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        webhook_secrets: Sequence[str] = (),
+    ) -> Connection:
+        """Register a connection (status active); ConnectionExists if the tenant already has it."""
+        connection_id = uuid7()
+        try:
+            record = await self._pool.fetchrow(
+                "INSERT INTO connections (id, tenant_id, provider, provider_account_id, display_name,"
+                " metadata, webhook_secrets) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)"
+                f" RETURNING {_COLUMNS}",
+                connection_id,
+                tenant_id,
+                provider.value,
+                provider_account_id,
+                display_name,
+                orjson.dumps(dict(metadata or {})).decode(),
+                self._seal(connection_id, webhook_secrets),
+            )
+        except asyncpg.UniqueViolationError:
+            raise ConnectionExists(
+                f"tenant {tenant_id!r} already has a {provider.value} connection to "
+                f"account {provider_account_id!r}"
+            ) from None
+        assert record is not None
+        return _row(record)
+
+    async def get(self, connection_id: str) -> Connection | None:
+        """The connection, or None (also for ids that are not UUIDs)."""
+        if not _is_uuid(connection_id):
+            return None
+        record = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM connections WHERE id = $1", connection_id)
+        return _row(record) if record else None
+
+    async def page(
+        self,
+        *,
+        tenant_id: str | None = None,
+        provider: Provider | None = None,
+        status: ConnectionStatus | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[Connection]:
+        """A page of connections in id (creation) order, after the cursor `after`."""
+        if after is not None and not _is_uuid(after):
+            return []
+        records = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM connections"
+            " WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR provider = $2)"
+            " AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR id > $4)"
+            " ORDER BY id LIMIT $5",
+            tenant_id,
+            provider.value if provider else None,
+            status.value if status else None,
+            after,
+            limit,
+        )
+        return [_row(r) for r in records]
+
+    async def update(
+        self,
+        connection_id: str,
+        *,
+        display_name: _Unset | str | None = UNSET,
+        metadata: Mapping[str, Any] | _Unset = UNSET,
+        status: ConnectionStatus | _Unset = UNSET,
+        webhook_secrets: Sequence[str] | _Unset = UNSET,
+    ) -> Connection | None:
+        """Change the given fields; None when there is no such connection."""
+        if not _is_uuid(connection_id):
+            return None
+        sets: list[str] = []
+        values: list[Any] = [connection_id]
+        for column, value in (("display_name", display_name), ("status", status)):
+            if value is not UNSET:
+                values.append(value.value if isinstance(value, ConnectionStatus) else value)
+                sets.append(f"{column} = ${len(values)}")
+        if metadata is not UNSET:
+            values.append(orjson.dumps(dict(metadata)).decode())
+            sets.append(f"metadata = ${len(values)}::jsonb")
+        if webhook_secrets is not UNSET:
+            values.append(self._seal(connection_id, webhook_secrets))
+            sets.append(f"webhook_secrets = ${len(values)}")
+        sets.append("updated_at = now()")
+        record = await self._pool.fetchrow(
+            f"UPDATE connections SET {', '.join(sets)} WHERE id = $1 RETURNING {_COLUMNS}", *values
+        )
+        return _row(record) if record else None
+
+    async def disconnect(self, connection_id: str) -> Connection | None:
+        """Mark disconnected and erase its secrets at once; the row stays for routing decisions."""
+        return await self.update(connection_id, status=ConnectionStatus.DISCONNECTED, webhook_secrets=())
+
+    async def by_account(self, provider: Provider, provider_account_id: str) -> list[Connection]:
+        """Every connection (any status) of one provider account, in creation order."""
+        records = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM connections WHERE provider = $1 AND provider_account_id = $2"
+            " ORDER BY id",
+            provider.value,
+            provider_account_id,
+        )
+        return [_row(r) for r in records]
+
+    async def webhook_secrets(self, connection_id: str) -> list[str]:
+        """The connection's active webhook secrets, decrypted; [] when it has none."""
+        if not _is_uuid(connection_id):
+            return []
+        sealed = await self._pool.fetchval(
+            "SELECT webhook_secrets FROM connections WHERE id = $1", connection_id
+        )
+        if sealed is None or self._keyring is None:
+            return []
+        secrets: list[str] = orjson.loads(self._keyring.decrypt(sealed, webhook_secrets_aad(connection_id)))
+        return secrets
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True

@@ -1,0 +1,135 @@
+"""`ledgerhook connections add|list|show|rm`, each a real process talking to a running gateway."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from provider_auth.vault import KeyRing
+from tests.support import RunningGateway, running_gateway
+
+LEDGERHOOK = [sys.executable, "-m", "gateway.cli"]
+TOKENS = ("cli-token-one", "cli-token-two")
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture
+async def gw(settings_factory: Any) -> AsyncIterator[RunningGateway]:
+    settings = settings_factory(
+        admin_tokens=",".join(TOKENS),
+        encryption_keys=f"k1:{KeyRing.generate_key()}",
+        public_base_url="https://hooks.example.test",
+    )
+    async with running_gateway(settings) as running:
+        yield running
+
+
+async def cli(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERHOOK_")} | env
+    # In a thread: the gateway under test answers from this test's event loop.
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*LEDGERHOOK, "connections", *args],
+        env=clean,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_add_list_show_rm(gw: RunningGateway) -> None:
+    env = {"LEDGERHOOK_ADMIN_URL": gw.base_url, "LEDGERHOOK_ADMIN_TOKEN": TOKENS[1]}
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    added = await cli(
+        "add",
+        "--tenant",
+        tenant,
+        "--provider",
+        "netsuite",
+        "--account",
+        "TSTDRV123",
+        "--name",
+        "NetSuite sandbox",
+        "--secret",
+        "-",
+        "--metadata",
+        '{"region": "eu"}',
+        stdin=WHSEC + "\n",
+        **env,
+    )
+    assert added.returncode == 0, added.stderr
+    connection = json.loads(added.stdout)
+    assert connection["webhook_url"] == f"https://hooks.example.test/webhooks/netsuite/{connection['id']}"
+    assert connection["has_webhook_secret"] is True and connection["metadata"] == {"region": "eu"}
+    assert WHSEC not in added.stdout + added.stderr
+
+    second = await cli("add", "--tenant", tenant, "--provider", "xero", "--account", "org-1", **env)
+    inline = await cli(
+        "add", "--tenant", tenant, "--provider", "custom", "--account", "c", "--secret", WHSEC, **env
+    )
+    assert inline.returncode == 0 and json.loads(inline.stdout)["has_webhook_secret"] is True
+    assert second.returncode == 0, second.stderr
+
+    listed = await cli("list", "--tenant", tenant, **env)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["ID", "TENANT", "PROVIDER", "ACCOUNT", "STATUS", "SECRET", "NAME"]
+    ids = [connection["id"], json.loads(second.stdout)["id"], json.loads(inline.stdout)["id"]]
+    assert [line.split()[0] for line in lines[1:]] == ids
+    assert "NetSuite sandbox" in lines[1] and "yes" in lines[1]
+
+    only = await cli("list", "--tenant", tenant, "--provider", "xero", **env)
+    assert [line.split()[2] for line in only.stdout.splitlines()[1:]] == ["xero"]
+
+    shown = await cli("show", connection["id"], **env)
+    assert shown.returncode == 0 and json.loads(shown.stdout) == connection
+
+    removed = await cli("rm", connection["id"], **env)
+    assert removed.returncode == 0 and connection["id"] in removed.stdout
+    after = json.loads((await cli("show", connection["id"], **env)).stdout)
+    assert after["status"] == "disconnected" and after["has_webhook_secret"] is False
+
+    gone = await cli("list", "--tenant", tenant, "--status", "disconnected", "--url", gw.base_url, **env)
+    assert [line.split()[0] for line in gone.stdout.splitlines()[1:]] == [connection["id"]]
+
+
+async def test_errors_show_the_problem_detail_and_exit_nonzero(gw: RunningGateway) -> None:
+    # The first of LEDGERHOOK_ADMIN_TOKENS is used when LEDGERHOOK_ADMIN_TOKEN is unset.
+    env = {"LEDGERHOOK_ADMIN_URL": gw.base_url, "LEDGERHOOK_ADMIN_TOKENS": ",".join(TOKENS)}
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    args = ("add", "--tenant", tenant, "--provider", "custom", "--account", "a1")
+    assert (await cli(*args, **env)).returncode == 0
+    duplicate = await cli(*args, **env)
+    assert duplicate.returncode == 1
+    assert "409" in duplicate.stderr and "already has a custom connection" in duplicate.stderr
+
+    invalid = await cli(
+        "add", "--tenant", tenant, "--provider", "custom", "--account", "a2", "--secret", "x1", **env
+    )
+    assert invalid.returncode == 1
+    assert "422" in invalid.stderr and "webhook_secret: a Standard Webhooks secret" in invalid.stderr
+    assert "x1" not in invalid.stderr.replace("a1", "")
+
+    missing = await cli("show", str(uuid.uuid4()), **env)
+    assert missing.returncode == 1 and "404" in missing.stderr
+
+    wrong = await cli("list", **(env | {"LEDGERHOOK_ADMIN_TOKEN": "not-the-token"}))
+    assert wrong.returncode == 1 and "401" in wrong.stderr and "not-the-token" not in wrong.stderr
+
+    bad_metadata = await cli(*args[:-1], "a3", "--metadata", "[1]", **env)
+    assert bad_metadata.returncode == 2 and "--metadata must be a JSON object" in bad_metadata.stderr
+
+
+async def test_unreachable_gateway_is_a_clear_error() -> None:
+    from gateway.dev.embedded import free_port
+
+    result = await cli("list", "--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1 and "cannot reach" in result.stderr
+    assert "Traceback" not in result.stderr
