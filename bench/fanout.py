@@ -1105,11 +1105,11 @@ def report(
                 print("\n".join(lines))
 
     ratio = worker.out_per_second / passthrough.out_per_second if passthrough.out_per_second else 0.0
-    drain = worker.raw_per_second / passthrough.raw_per_second if passthrough.raw_per_second else 0.0
+    drain_ratio = worker.raw_per_second / passthrough.raw_per_second if passthrough.raw_per_second else 0.0
     line = (
         f"fanout: worker {fmt(worker.out_per_second)} events/s vs pass-through "
         f"{fmt(passthrough.out_per_second)} records/s (ratio {ratio:.2f}, target >= {RATIO_TARGET}; "
-        f"raw records drained: ratio {drain:.2f})"
+        f"raw records drained: ratio {drain_ratio:.2f})"
     )
     if latency is not None:
         line += (

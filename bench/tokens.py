@@ -42,11 +42,12 @@ import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
 from bench.ingest import cpu_model  # noqa: E402
-from fanout.account_events import AccountEvents  # noqa: E402
+from fanout.account_events import AccountEventPublisher  # noqa: E402
 from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
 from gateway.runtime.kafka import ensure_topics, make_producer  # noqa: E402
 from gateway.runtime.migrate import migrate  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
+from provider_auth.accounts.status import StatusTransitions  # noqa: E402
 from provider_auth.oauth.apps import OAuthApp  # noqa: E402
 from provider_auth.oauth.client import TokenClient  # noqa: E402
 from provider_auth.providers import Provider  # noqa: E402
@@ -118,7 +119,8 @@ async def refresher_process(config: dict[str, Any]) -> None:
     await producer.start()
     http = aiohttp.ClientSession()
     try:
-        tokens = manager(pool, http, config, AccountEvents(producer, settings.topic_account_events))
+        events = StatusTransitions(AccountEventPublisher(producer, settings.topic_account_events))
+        tokens = manager(pool, http, config, events)
         refresher = Refresher(
             tokens,
             interval=config["interval"],
@@ -253,7 +255,8 @@ async def run(args: argparse.Namespace, settings: Settings, emulator: str) -> in
     await producer.start()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     try:
-        tokens = manager(pool, http, config, AccountEvents(producer, settings.topic_account_events))
+        events = StatusTransitions(AccountEventPublisher(producer, settings.topic_account_events))
+        tokens = manager(pool, http, config, events)
         await emulator_call(
             http,
             f"{emulator}/_emulator/config",

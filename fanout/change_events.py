@@ -1,14 +1,8 @@
 """Change events: the data of `accounting.<entity>.<operation>` CloudEvents and their deterministic ids.
 
-Event id formula (documented in docs/events.md; consumers dedupe by it):
-
-    uuid5(LEDGERHOOK_NAMESPACE,
-          "<connection id>|<provider>|<provider account id>|<entity>|<entity id>|<operation>|<version>")
-
-where <version> is the change's own timestamp (`occurred_at`, RFC 3339 UTC with microseconds) when the
-provider gives one, else the provider's event id, else the SHA-256 of the raw delivery body. The same
-change for the same connection therefore gets the same id whether it arrives once, is retried by the
-provider, is replayed from the raw log, or is found by CDC (which reads the same record timestamp).
+The same change for the same connection gets the same id whether it arrives once, is retried by the
+provider, is replayed from the raw log or is found by polling; the formula, which consumers rely on
+to drop repeats, is in docs/events.md, "Event ids and what consumers should do".
 """
 
 import hashlib
@@ -135,18 +129,6 @@ def _change_data(
     return data
 
 
-def change_data(
-    recipient: Recipient,
-    change: NormalizedChange,
-    origin: Origin,
-    delivery_id: str | None,
-    record: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON data of a change event (schema: docs/schemas/accounting.change.json)."""
-    occurred_at = format_timestamp(change.occurred_at) if change.occurred_at else None
-    return _recipient_data(recipient) | _change_data(change, origin, delivery_id, record, occurred_at)
-
-
 @dataclass(frozen=True, slots=True)
 class _RecipientParts:
     """What every event for one connection shares, encoded once."""
@@ -190,7 +172,8 @@ def change_events(
     body_digest: str | None = None,
     record: dict[str, Any] | None = None,
 ) -> list[tuple[str, EventRecord]]:
-    """`(event id, change_event(recipient, change, ...))` for each recipient, in order.
+    """`(event id, CloudEvent record)` for each recipient, in order (binary content mode, as
+    `fanout.cloudevents.binary_record` builds one).
 
     What depends on the change only (its id suffix, time, type, subject, most of the data) is built
     once for all recipients.
@@ -221,27 +204,3 @@ def change_events(
         ]
         events.append((ident, EventRecord(parts.key, parts.data_prefix + data_suffix, headers)))
     return events
-
-
-def change_event(
-    recipient: Recipient,
-    change: NormalizedChange,
-    *,
-    origin: Origin,
-    delivery_id: str | None,
-    received_at: datetime,
-    body_digest: str | None = None,
-    record: dict[str, Any] | None = None,
-) -> EventRecord:
-    """The CloudEvent record for one change and one connection (binary content mode, as
-    `fanout.cloudevents.binary_record` builds it)."""
-    events = change_events(
-        (recipient,),
-        change,
-        origin=origin,
-        delivery_id=delivery_id,
-        received_at=received_at,
-        body_digest=body_digest,
-        record=record,
-    )
-    return events[0][1]

@@ -1,36 +1,9 @@
-"""Publish each event once: a PostgreSQL table of ids already published, checked in the same
-transaction that is committed only after the broker acknowledged the produced records.
+"""Publish each event once: a PostgreSQL table of the ids already published.
 
-`publish_once` does, for one partition's batch of outgoing records, in ONE transaction:
-
-    INSERT INTO event_dedupe (event_id) ... ON CONFLICT DO NOTHING RETURNING event_id
-    produce only the returned (new) records, await every acknowledgement
-    COMMIT
-
-and the caller commits the consumer offsets only after that. A produce failure raises inside the
-transaction, which rolls back: nothing is marked seen, the offsets stay where they were, the batch is
-processed again. Two workers that meet the same id (a webhook and a CDC page, or two partitions) are
-serialised by the primary key: the second INSERT waits for the first transaction, then skips the id
-if it committed, or takes it over if it rolled back. Ids are inserted in sorted order so that two
-batches sharing several ids always lock them in the same order (no deadlock).
-
-Where a crash can still duplicate an event (consumers must tolerate repeats of the same `ce_id`):
-
-1. After the broker acknowledged the records and before the transaction's COMMIT reached PostgreSQL
-   (process killed, connection lost, COMMIT failed): the records are on the topic but their ids are
-   not marked seen and the offsets are not committed, so the batch is processed again and the same
-   events (same ids) are published a second time.
-2. Records acknowledged by the broker when a later record of the same batch fails: the whole batch
-   rolls back and is retried, so the ones already written are written again.
-3. Without the idempotent producer (the dev broker), a produce retried by the client after a lost
-   acknowledgement may be written twice by the broker itself.
-4. A repeat that arrives after `LEDGERHOOK_DEDUPE_RETENTION_DAYS` (its row was pruned) is published
-   again.
-
-A crash after COMMIT and before the offset commit does NOT duplicate: the batch is processed again,
-but every id is already in the table, so nothing is produced. Quarantine records go through the same
-table (under an id derived from their source topic, partition and offset), so they are not repeated
-either.
+`publish_once` inserts a batch's ids, produces only the new ones and commits the transaction only
+after the broker acknowledged them, so the caller may then commit its offsets; `prune` keeps the
+table to the retention window. The transaction, and where a crash can still repeat an event:
+docs/architecture.md, "The fan-out worker".
 """
 
 import asyncio
@@ -60,8 +33,7 @@ _PRUNE = (
 )
 
 
-# Values, never mutated; not `frozen` because a frozen dataclass's __init__ costs about three times
-# as much, and the fan-out worker builds several of these per change.
+# Not frozen, for speed (see `fanout.changes.ProviderChange`).
 @dataclass(slots=True)
 class Outgoing:
     """A record to produce at most once, identified by `dedupe_id` (a UUID)."""

@@ -22,15 +22,16 @@ their order; records within a partition are processed strictly in order. Routing
 
 - a record with a `ledgerhook-connection-id` header (per-connection endpoint) goes to that
   connection, for changes that name no account or the connection's own account;
-- otherwise every connection of the provider account (`ConnectionStore.by_account`) that is not
-  disconnected gets one event per change (one account connected by two tenants: two events).
+- otherwise every connection of the provider account (`ConnectionStore.by_account`) that is
+  neither disconnected nor paused gets one event per change (one account connected by two tenants:
+  two events).
 
 Quarantined (the original record plus a reason, see fanout.quarantine): a body that does not parse,
 a provider header naming no provider, a connection id naming no connection, a provider account no
-connection is registered for, an account whose connections are all disconnected. A delivery mixing a
-routable and an unroutable account publishes the routable account's events AND quarantines the
-record; a later redrive repeats those events, which dedupe drops. An intent-to-receive delivery (no
-changes) is simply committed.
+connection is registered for, an account whose connections are all disconnected, a change for a
+paused connection. A delivery that is only partly routable (two accounts, or an active and a paused
+connection of one account) publishes what it can AND quarantines the record; a later redrive repeats
+those events, which dedupe drops. An intent-to-receive delivery (no changes) is simply committed.
 
 Where a crash can still duplicate an event: see fanout.dedupe and docs/architecture.md.
 """
@@ -83,8 +84,8 @@ class WorkerConfig:
     batch_size: int = 500
     session_timeout_ms: int = 10_000
     # How long a lookup that found receiving connections is reused across batches. Lookups that find
-    # none are never reused, so a new registration (and a redrive after it) is seen at once; a
-    # disconnect stops events within this many seconds.
+    # none, or a paused one, are never reused, so a new registration or a resume (and a redrive after
+    # it) is seen at once; a disconnect or a pause stops events within this many seconds.
     connection_cache_seconds: float = 3.0
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 
@@ -171,12 +172,13 @@ class Router:
             return known[1]
         if key[0] == "id":
             found: Any = await self._connections.get(key[1])
-            receiving = found is not None and found.receives_events
+            connections = [found] if found is not None else []
         else:
             found = await self._connections.by_account(key[1], key[2])
-            receiving = any(c.receives_events for c in found)
+            connections = found
         cache[key] = found
-        if receiving and self._config.connection_cache_seconds > 0:
+        reusable = any(c.receives_events for c in connections) and not any(c.paused for c in connections)
+        if reusable and self._config.connection_cache_seconds > 0:
             if len(self._known) >= _KNOWN_MAX:
                 self._known.clear()  # bounded: start over rather than track recency
             self._known[key] = (now + self._config.connection_cache_seconds, found)
@@ -246,7 +248,7 @@ class Router:
                 for ident, event in events
             )
         if problems:
-            # One quarantine record per raw record; an unknown account outranks a disconnected one.
+            # One quarantine record per raw record, under the reason ranked first (see _REASON_RANK).
             reason = min((reason for reason, _ in problems), key=_REASON_RANK.index)
             out.append(self._quarantine(record, reason, "; ".join(detail for _, detail in problems)))
         return out
@@ -277,6 +279,8 @@ class Router:
             return {}, [(Reason.UNKNOWN_CONNECTION, f"no {provider.value} connection {connection_id!r}")]
         if not connection.receives_events:
             return {}, [(Reason.DISCONNECTED, f"connection {connection_id!r} is disconnected")]
+        if connection.paused:
+            return {}, [(Reason.PAUSED, f"connection {connection_id!r} is paused")]
         targets: dict[str, list[Connection]] = {}
         problems: list[tuple[Reason, str]] = []
         for account in _accounts(changes):
@@ -301,19 +305,26 @@ class Router:
         for account in _accounts(changes):
             connections: list[Connection] = await self._lookup(("account", provider, account), cache)
             receiving = [c for c in connections if c.receives_events]
-            if receiving:
-                targets[account] = receiving
-            elif connections:
+            active = [c for c in receiving if not c.paused]
+            if active:
+                targets[account] = active
+            if not connections:
+                problems.append(
+                    (Reason.UNKNOWN_ACCOUNT, f"no connection for {provider.value} account {account!r}")
+                )
+            elif not receiving:
                 problems.append(
                     (
                         Reason.DISCONNECTED,
                         f"every connection of {provider.value} account {account!r} is disconnected",
                     )
                 )
-            else:
-                problems.append(
-                    (Reason.UNKNOWN_ACCOUNT, f"no connection for {provider.value} account {account!r}")
-                )
+            # Held for a redrive: once resumed, a paused connection gets these changes too.
+            problems.extend(
+                (Reason.PAUSED, f"connection {c.id!r} of {provider.value} account {account!r} is paused")
+                for c in receiving
+                if c.paused
+            )
         return targets, problems
 
     def _quarantine(self, record: RawRecord, reason: Reason, detail: str) -> Outgoing:
@@ -332,11 +343,15 @@ class Router:
 
 _KNOWN_MAX = 50_000
 
+# A record with several problems is quarantined under the reason ranked first here; its detail names
+# them all. `paused` before `disconnected`: a record holding a paused connection's changes must be
+# among the `paused` records an operator redrives after resuming it.
 _REASON_RANK = [
     Reason.UNKNOWN_PROVIDER,
     Reason.UNPARSEABLE,
     Reason.UNKNOWN_CONNECTION,
     Reason.UNKNOWN_ACCOUNT,
+    Reason.PAUSED,
     Reason.DISCONNECTED,
 ]
 

@@ -46,6 +46,7 @@ class Reason(StrEnum):
     DISCONNECTED = "disconnected"  # every connection of the account is disconnected
     UNKNOWN_CONNECTION = "unknown_connection"  # the connection id header names no connection
     UNKNOWN_PROVIDER = "unknown_provider"  # the provider header is missing or names no provider
+    PAUSED = "paused"  # changes for a paused connection, held until it is resumed
 
 
 def safe_detail(text: str) -> str:

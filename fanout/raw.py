@@ -1,20 +1,11 @@
-"""The raw topic's record format, shared by the writer (gateway ingress) and the reader (fan-out worker).
+"""The raw topic's record format, shared by its writer (the gateway's ingress) and its reader (the worker).
 
 A raw record is one verified webhook delivery: the body exactly as received, keyed by the provider
-account it names (else by its delivery id), with these headers (see docs/architecture.md):
-
-| header | value |
-|---|---|
-| `ledgerhook-delivery-id` | UUIDv7 given at ingress, returned to the sender as `x-ledgerhook-delivery-id` |
-| `ledgerhook-provider` | provider slug (`quickbooks`, `xero`, ...) |
-| `ledgerhook-connection-id` | only for per-connection endpoints: the connection the URL belongs to |
-| `ledgerhook-received-at` | RFC 3339 UTC time of arrival |
-| `content-type` | the request's content type, when it had one |
-| `ledgerhook-provider-event-id` | the provider's event id, when the delivery carries exactly one |
-| `ledgerhook-redrive-count` | how many times the record was re-fed from quarantine (absent: never) |
+account it names (else by its delivery id), with the `ledgerhook-*` headers named here. What each
+header holds: docs/architecture.md, "The raw record".
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,8 +19,6 @@ H_CONTENT_TYPE = "content-type"
 H_PROVIDER_EVENT_ID = "ledgerhook-provider-event-id"
 H_REDRIVE_COUNT = "ledgerhook-redrive-count"
 
-Headers = Sequence[tuple[str, bytes]]
-
 
 def header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
     """The first value of header `name` as text (undecodable bytes replaced), or None."""
@@ -39,8 +28,7 @@ def header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
-# Values, never mutated; not `frozen` because a frozen dataclass's __init__ costs about three times
-# as much, and the fan-out worker builds several of these per change.
+# Not frozen, for speed (see `fanout.changes.ProviderChange`).
 @dataclass(slots=True)
 class RawHeaders:
     """What the worker reads from a raw record's headers; every field may be missing or malformed."""

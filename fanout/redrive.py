@@ -1,21 +1,9 @@
 """Redrive: feed quarantined records back to the raw topic once their cause is fixed.
 
-Each redriven record is the original raw record (same key, value and headers) without the quarantine
-headers and with `ledgerhook-redrive-count` incremented; the worker processes it like a new delivery.
-Events it had already published (a delivery mixing a known and an unknown account) get the same ids
-and are dropped by dedupe; a record that still cannot be routed is quarantined again, as a new record.
-
-Progress is kept in consumer groups on the quarantine topic, one per reason
-(`<worker group>.redrive.<reason>`): every quarantine record has exactly one reason, so one group is
-responsible for it, and a call filtered by reason never moves past records of another reason. A call
-reads from each group's committed offset up to the end offsets taken when it starts (so records
-quarantined again during the call wait for the next one: each record is redriven once per call), and
-commits after every redriven record is acknowledged. A call filtered by delivery id commits, for each
-partition, only up to the first record of its reasons that it skipped; records after that may be fed
-again by a later call, which dedupe makes harmless for events (a still-unroutable one is quarantined
-again).
-
-A crash after records were fed and before the commit feeds them again on the next call (same effect).
+A redriven record is the original raw record without its quarantine headers and with
+`ledgerhook-redrive-count` incremented. Progress is kept in one consumer group per quarantine reason
+on the quarantine topic. What a call feeds, commits and may feed again: docs/architecture.md,
+"Quarantine and redrive".
 """
 
 import asyncio

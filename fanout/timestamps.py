@@ -1,4 +1,7 @@
-"""Provider timestamps to aware UTC datetimes, for every form the providers are seen sending."""
+"""Provider timestamps to aware UTC datetimes, for every form the providers send.
+
+The forms, per provider: docs/providers.md.
+"""
 
 import re
 from datetime import UTC, datetime, timedelta, timezone

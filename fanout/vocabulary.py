@@ -1,25 +1,15 @@
 """The unified entity vocabulary and operation names of Ledgerhook's change events.
 
 `normalize` turns a `ProviderChange` (names as the provider sent them) into a `NormalizedChange`
-whose entity and operation form the event type `accounting.<entity>.<operation>`.
+whose entity and operation form the event type `accounting.<entity>.<operation>`. Provider names
+are matched case-insensitively and ignoring separators, so one entity has one name whatever the
+format it came in (and its event id agrees); an entity or operation outside the vocabulary keeps a
+snake_case name of its own, never dropped. The vocabulary, per provider: docs/events.md, "The
+unified vocabulary".
 
-Entities: provider names are matched case-insensitively and ignoring separators, so QuickBooks'
-legacy `CreditMemo` and its CloudEvents `creditmemo` are one entity (an event id built from the
-entity then agrees across both formats and CDC). The unified names are account, attachment, bill,
-contact, credit_note, expense, invoice, item, journal_entry, payment, purchase_order, tax_rate,
-tracking_category, vendor_credit; customers and vendors are contacts with `contact_type`. Any other
-entity keeps a snake_case name of its own (QuickBooks `TimeActivity` -> `time_activity`), never
-dropped.
-
-Operations: created, updated, deleted, merged, voided, emailed, from each provider's words
-(QuickBooks Create/Update/Delete/Merge/Void/Emailed and CloudEvents created/updated/...; Xero
-CREATE/UPDATE; FreshBooks create/update/delete/sendByEmail; Zoho Books created/edited/deleted;
-Sage Intacct Smart Event add/set/delete); any other operation is kept in snake_case.
-
-Merges (QuickBooks `Merge` with `deletedId`, CloudEvents `merged` with `data.deletedid`, standard
-events `data.merged_into`): the event is about the record that disappeared, so `entity_id` is the
-merged-away id and `merged_into` the surviving one (the `ProviderChange` carries them the other way
-round, as QuickBooks sends them).
+Merges: the event is about the record that disappeared, so `entity_id` is the merged-away id and
+`merged_into` the surviving one (the `ProviderChange` carries them the other way round, as
+QuickBooks sends them).
 """
 
 import re

@@ -1,1 +1,3 @@
-"""The process edges of Ledgerhook: HTTP app, CLI, settings, wiring, migrations, dev stack."""
+"""The process edges of Ledgerhook: the app and its settings, `ingress` (webhook endpoints), `admin`
+(one module per resource), `runtime` (the server and worker processes, their wiring, health, metrics
+and migrations), `cli` (one module per command group) and `dev` (the embedded stack)."""

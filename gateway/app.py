@@ -13,10 +13,11 @@ from starlette.types import Receive, Scope, Send
 from gateway.admin import AdminServices, AdminTokens, admin_app
 from gateway.admin.credentials import CredentialsResource
 from gateway.admin.quarantine import QuarantineResource
+from gateway.ingress.connection_endpoint import ConnectionEndpoint
 from gateway.ingress.endpoint import Ingress, empty, shared_provider
 from gateway.ingress.rawlog import RawLog
-from gateway.ingress.verification import ConnectionEndpoint, ConnectionSources, SharedSources
-from gateway.runtime.health import Readiness, livez, metrics_endpoint
+from gateway.ingress.verification import ConnectionSources, SharedSources
+from gateway.runtime.health import Readiness, health_routes
 from gateway.runtime.infra import Infrastructure, open_infrastructure
 from gateway.runtime.lifecycle import Lifecycle
 from gateway.runtime.metrics import Metrics
@@ -43,11 +44,9 @@ class GatewayApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(
-    settings: Settings, lifecycle: Lifecycle | None = None, infra: Infrastructure | None = None
-) -> Starlette:
-    """The gateway app. Opens its own infrastructure at startup unless `infra` is handed in."""
-    lifecycle = lifecycle or Lifecycle()
+def create_app(settings: Settings, lifecycle: Lifecycle, infra: Infrastructure | None = None) -> Starlette:
+    """The gateway app; `lifecycle` tells it when the server drains. It opens its own infrastructure
+    at startup unless `infra` is handed in."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -58,8 +57,9 @@ def create_app(
             else:
                 live = infra
             rawlog = RawLog(live.producer, settings.topic_raw, settings.ack_timeout_seconds)
+            shared = SharedSources(settings)
             app.state.ingress = Ingress(
-                SharedSources(settings),
+                shared,
                 rawlog,
                 metrics,
                 settings.max_body_bytes,
@@ -72,9 +72,7 @@ def create_app(
             store = ConnectionStore(live.pool, keyring)
             # OAuth tokens (provider_auth): credentials endpoint, disconnects, token metrics on /metrics.
             tokens = build_token_manager(settings, live, metrics.registry)
-            sources = ConnectionSources(
-                store, SharedSources(settings), settings, can_store_secrets=keyring is not None
-            )
+            sources = ConnectionSources(store, shared, settings, can_store_secrets=keyring is not None)
             app.state.connection_endpoint = ConnectionEndpoint(
                 Ingress(sources, rawlog, metrics, settings.max_body_bytes, settings.retry_after_seconds),
                 sources,
@@ -111,20 +109,15 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         readiness: Readiness = request.app.state.readiness
-        return await readiness(request)
+        return await readiness.readyz(request)
 
     routes = [
         Route("/webhooks/{provider}", webhook, methods=WEBHOOK_METHODS),
         Route("/webhooks/{provider}/{connection_id}", connection_webhook, methods=WEBHOOK_METHODS),
         Mount("/admin/v1", app=admin),
-        Route("/livez", livez, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *health_routes(readyz, metrics.registry),
     ]
-    app = GatewayApp(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
-    app.state.lifecycle = lifecycle
-    app.state.metrics = metrics
-    return app
+    return GatewayApp(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
 
 
 async def _bare_http_error(request: Request, exc: Exception) -> Response:

@@ -1,13 +1,15 @@
 """Configuration from `LEDGERHOOK_*` environment variables, validated once at start.
 
-Every setting is listed in the README's configuration table; keep the two in step.
+Every `LEDGERHOOK_*` variable is read here and nowhere else. The processes' settings are listed in
+the README's configuration table (keep the two in step); the client commands' few are in its
+command-line section.
 """
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from provider_auth.oauth.specs import SPECS
 from provider_auth.providers import Provider
@@ -15,8 +17,15 @@ from provider_auth.webhooks.jwt_bearer import load_keys
 
 ENV_PREFIX = "LEDGERHOOK_"
 
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 # Comma-separated in the environment (`a,b,c`), several active at once for rotation.
-SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
 class SettingsError(Exception):
@@ -174,13 +183,6 @@ class Settings(KafkaSettings):
         20.0, gt=0, description="Bound on waiting for in-flight requests at shutdown."
     )
 
-    @field_validator("quickbooks_verifier_tokens", "xero_webhook_keys", "admin_tokens", mode="before")
-    @classmethod
-    def _split_commas(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
     @field_validator("sage_intacct_jwt_keys")
     @classmethod
     def _jwt_keys_load(cls, value: str | None) -> str | None:
@@ -194,6 +196,32 @@ class Settings(KafkaSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+
+class ClientSettings(BaseSettings):
+    """What the client commands (`connections`, `credentials`, `send-sample`) read: where the
+    gateway's admin API is, the token to call it with, and the secrets to sign samples with."""
+
+    # An empty variable counts as unset, as for every fallback the commands document.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True
+    )
+
+    admin_url: str = "http://127.0.0.1:8000"
+    admin_token: SecretStr | None = None
+    admin_tokens: SecretList = ()
+    quickbooks_verifier_tokens: SecretList = ()
+    xero_webhook_keys: SecretList = ()
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return (value.strip() or None) if isinstance(value, str) else value
+
+
+def environment_values() -> dict[str, Any]:
+    """The settings the environment sets, by field name, as written there (not validated)."""
+    return EnvSettingsSource(Settings)()
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,4 +1,7 @@
-"""The one list of provider slugs every module keys its provider knowledge by."""
+"""The one list of provider slugs every module keys its provider knowledge by.
+
+What Ledgerhook relies on about each provider: docs/providers.md.
+"""
 
 from enum import StrEnum
 

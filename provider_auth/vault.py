@@ -1,22 +1,18 @@
 """Secrets at rest: AES-256-GCM under a key ring, so keys can be rotated without downtime.
 
-Tokens and per-connection webhook secrets are stored encrypted with `KeyRing.encrypt`. The ring comes
-from the `LEDGERHOOK_ENCRYPTION_KEYS` setting, `kid:base64key,kid2:base64key2`: the first key encrypts,
-every key decrypts. Rotation: put a new key first, re-encrypt the rows for which `needs_rotation` is
-true (`reencrypt`), then drop the old key from the setting.
+OAuth tokens and per-connection webhook secrets are stored encrypted with `KeyRing.encrypt`; the
+ring comes from `LEDGERHOOK_ENCRYPTION_KEYS` (`kid:base64key,...`): the first key encrypts, every key
+decrypts. How to rotate: docs/tokens.md, "Storage".
 
 Ciphertext format, version 1 (bytes, self-describing)::
 
     b"v1" | kid length (1 byte, 1..32) | kid (ASCII, [A-Za-z0-9_-]) | nonce (12 random bytes)
           | AES-256-GCM ciphertext (same length as the plaintext) | GCM tag (16 bytes)
 
-The GCM associated data is the header (`b"v1" | kid length | kid`) followed by the caller's associated
-data. The header is therefore authenticated too, and the caller's associated data (for example
-`b"connection:<id>:webhook_secret"`) binds a ciphertext to its row and purpose: copied into another
-row, it no longer decrypts. The associated data itself is not stored in the ciphertext.
-
-Nonces are random, so one key should encrypt fewer than 2**32 messages (NIST SP 800-38D, 8.3);
-rotating keys keeps far below that.
+The GCM associated data is the header (`b"v1" | kid length | kid`) followed by the caller's
+associated data (e.g. `b"connection:<id>:webhook_secret"`), which is not stored: the header is
+authenticated too, and a ciphertext copied into another row or column no longer decrypts. Nonces
+are random, so one key should encrypt fewer than 2**32 messages (NIST SP 800-38D, 8.3).
 
 Every failure raises `ValueError` (a bad key ring) or `VaultError` (a ciphertext that cannot be
 decrypted); neither message ever carries key material or plaintext.

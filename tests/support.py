@@ -1,4 +1,5 @@
-"""Test helpers shared by every suite: a real gateway on loopback, exact topic reads, signing."""
+"""Test helpers shared by every suite: the test stack's settings, a real gateway on loopback, exact
+topic reads."""
 
 import asyncio
 import threading
@@ -56,7 +57,7 @@ class RunningGateway:
     lifecycle: Lifecycle
 
 
-def _server(settings: Settings) -> tuple[GatewayServer, Starlette, Lifecycle, int]:
+def _gateway_server(settings: Settings) -> tuple[GatewayServer, Starlette, Lifecycle, int]:
     lifecycle = Lifecycle()
     app = create_app(settings, lifecycle)
     port = free_port()
@@ -64,7 +65,7 @@ def _server(settings: Settings) -> tuple[GatewayServer, Starlette, Lifecycle, in
     return server, app, lifecycle, port
 
 
-async def prepare(settings: Settings, migrate_first: bool = True) -> None:
+async def migrate_and_create_topics(settings: Settings, migrate_first: bool = True) -> None:
     """Migrate the database and create the topics, as `ledgerhook migrate` does."""
     if migrate_first:
         await migrate(settings.database_url.get_secret_value())
@@ -74,8 +75,8 @@ async def prepare(settings: Settings, migrate_first: bool = True) -> None:
 @asynccontextmanager
 async def running_gateway(settings: Settings, migrate_first: bool = True) -> AsyncIterator[RunningGateway]:
     """Serve the gateway in this event loop until the block ends."""
-    await prepare(settings, migrate_first)
-    server, app, lifecycle, port = _server(settings)
+    await migrate_and_create_topics(settings, migrate_first)
+    server, app, lifecycle, port = _gateway_server(settings)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -92,8 +93,8 @@ async def running_gateway(settings: Settings, migrate_first: bool = True) -> Asy
 @contextmanager
 def gateway_in_thread(settings: Settings) -> Iterator[RunningGateway]:
     """Serve the gateway from a thread with its own loop, for synchronous (hypothesis) tests."""
-    asyncio.run(prepare(settings))
-    server, app, lifecycle, port = _server(settings)
+    asyncio.run(migrate_and_create_topics(settings))
+    server, app, lifecycle, port = _gateway_server(settings)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -140,7 +141,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, b
         await consumer.stop()
 
 
-def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+def record_header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
     """A record header's value as text, or None."""
     for key, value in record.headers:
         if key == name:

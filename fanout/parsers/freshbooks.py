@@ -1,15 +1,9 @@
-"""FreshBooks webhook payloads (freshbooks.com/api/webhooks; FreshBooks Python SDK, webhooks guide).
+"""FreshBooks webhook payloads: one form-encoded event per request, and the `callback.verify` handshake.
 
-FreshBooks posts one event per request, form-encoded:
-`name=invoice.create&object_id=1234567&account_id=6BApk&business_id=6543&identity_id=1234&user_id=1`.
-`name` is `<entity>.<operation>` (invoice.create, payment.update, client.delete, bill_vendor.create,
-invoice.sendByEmail, ...), `object_id` the record, `account_id` the FreshBooks accounting account.
-There is no timestamp. Registering a callback first sends the handshake
-`name=callback.verify&object_id=<callback id>&verifier=<code>`: it carries no change, and its verifier
-must be PUT back to FreshBooks (it then signs every delivery; see `verification_code`).
-
-A repeated field counts once, with its first value, as in the signature check
-(`provider_auth.webhooks.freshbooks`).
+`name` is `<entity>.<operation>`, `object_id` the record, `account_id` the account; there is no
+timestamp. The handshake carries no change: its verifier must be PUT back to FreshBooks, which then
+signs every delivery with it (docs/providers.md, FreshBooks). A repeated field counts once, with its
+first value, as in the signature check (`provider_auth.webhooks.freshbooks`).
 """
 
 from dataclasses import dataclass

@@ -1,11 +1,7 @@
 """QuickBooks Online webhook payloads, in both formats Intuit sends to the same URL.
 
-Detected by shape (developer.intuit.com, "Webhooks" and the CloudEvents migration guide):
-- legacy: a JSON object with `eventNotifications` (one realm per notification, several allowed);
-  entity operations Create, Update, Delete, Merge (with `deletedId`), Void, Emailed;
-- CloudEvents: a JSON array of events with `specversion`; `type` is
-  `qbo.<entity>.<operation>.v1`, `intuitaccountid` the realm, `intuitentityid` the record, merges
-  carry `data.deletedid`.
+Told apart by shape: a JSON object with `eventNotifications` (legacy) or a JSON array of CloudEvents
+(docs/providers.md, QuickBooks Online).
 """
 
 from typing import Any

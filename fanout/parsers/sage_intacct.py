@@ -1,29 +1,8 @@
-"""Sage Intacct Platform Trigger "webhook delivery" payloads (early adopter; shape unverified).
+"""Sage Intacct Platform Trigger deliveries: whatever JSON the trigger's author wrote, read tolerantly.
 
-Sage documents the delivery (developer.sage.com/intacct/docs/developer-portal/guides/webhooks: an
-HTTP POST trigger with "Use webhook delivery", a Bearer JWT plus `X-Trusted-Context`, retries at
-10 s, 30 s, 90 s with a constant idempotency key) but not a fixed body: an HTTP POST trigger posts
-the body its author writes, with merge fields such as `{!ARINVOICE.RECORDNO!}`. Ledgerhook suggests
-this trigger body::
-
-    {"object": "ARINVOICE", "key": "{!ARINVOICE.RECORDNO!}", "action": "set",
-     "companyId": "acme-corp", "whenModified": "{!ARINVOICE.WHENMODIFIED!}"}
-
-and reads any JSON of that kind tolerantly (assumptions, each cheap to change):
-- the body is one event object, a JSON array of them, or `{"events": [...]}`; each event's fields
-  are looked up at its top level, then in a nested `data`, `record` or `payload` object;
-- field names match case-insensitively, ignoring `_`, `-` and spaces, under these aliases:
-  object type `object`, `objectName`, `objectType`, `recordType` (XML names such as ARINVOICE, or
-  REST names such as `accounts-receivable/invoice`); record `key`, `RECORDNO`, `recordNumber`,
-  `recordKey`, `recordId`, then `id`; action `action`, `eventType`, `event`, `operation` (Smart Event
-  style `add`/`set`/`delete` or `create`/`update`/`delete`; `updated` when absent); company
-  `companyId`, `company`, `cnyId`; time `whenModified`, `modifiedAt`, `modifiedDateTime`,
-  `updatedAt`, `timestamp`, `occurredAt`, `time`, or the REST `audit.modifiedDateTime`; event id
-  `idempotencyKey`, `eventId`;
-- the object type and record are required; without a company the change is the connection's
-  (`CONNECTION_ACCOUNT`: the delivery came in on the connection's own URL); a time in a form
-  `fanout.timestamps` does not read (such as the XML API's `MM/DD/YYYY HH:MM:SS`, whose time zone is
-  the company's) is left out rather than guessed.
+The suggested body and the reading rules (field aliases, nesting, what is required) are in
+docs/providers.md, Sage Intacct; without a company the change belongs to the connection the
+delivery came in on (`CONNECTION_ACCOUNT`).
 """
 
 from datetime import datetime

@@ -1,35 +1,9 @@
 """Ledgerhook standard events: the JSON body NetSuite SuiteScript senders and custom sources post.
 
-NetSuite has no native webhooks and custom sources have no format of their own, so Ledgerhook defines
-one. It follows the payload shape of Standard Webhooks (standardwebhooks.com: `type`, `timestamp`,
-`data`); the body is signed with the Standard Webhooks headers, whose `webhook-id` is the idempotency
-key of the delivery.
-
-One event::
-
-    {
-      "type": "invoice.updated",            # required: "<entity>.<operation>"
-      "id": "evt_01J...",                   # optional: the sender's event id
-      "account_id": "TSTDRV1234567",        # optional: the provider account (NetSuite account id)
-      "timestamp": "2025-09-10T21:31:25Z",  # optional: when the event was sent (RFC 3339)
-      "data": {
-        "id": "1042",                       # required: the record id (string or integer)
-        "entity": "vendorbill",             # optional: the sender's own record type, overrides `type`
-        "updated_at": "2025-09-10T21:31:24.5-07:00",  # optional: when the record changed (RFC 3339)
-        "merged_into": "977",               # optional, for merges: the record kept (`id` disappeared)
-        "contact_type": "vendor"            # optional, for contacts: customer or vendor
-      }
-    }
-
-or a batch, `{"account_id"?: str, "events": [ <event>, ... ]}`, where a batch-level `account_id`
-applies to events that do not name their own. Other keys are allowed and ignored.
-
-Reading rules: `<operation>` is what follows the last dot of `type` and `<entity>` the part before
-it, so a namespaced type such as `accounting.invoice.updated` reads as invoice / updated;
-operations are used as given and normalized by `fanout.vocabulary`; the change time is
-`data.updated_at`, else `timestamp`; without `account_id` the change belongs to the connection the
-delivery came in on (`CONNECTION_ACCOUNT`). Anything else (a missing `type` or `data.id`, an
-unreadable time) is a ParseError: this is our own format, a sender bug should be seen.
+One event (`type` `"<entity>.<operation>"`, `data.id`, optional `id`, `account_id`, `timestamp`,
+`data.updated_at`, `data.merged_into`, `data.contact_type`) or a batch `{"events": [...]}`; the
+format is documented in docs/events.md, "The Standard Webhooks body". It is our own format, so
+anything it does not allow is a ParseError: a sender bug should be seen.
 """
 
 from datetime import datetime

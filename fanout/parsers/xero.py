@@ -1,9 +1,6 @@
-"""Xero webhook payloads (developer.xero.com/documentation/guides/webhooks/overview).
+"""Xero webhook payloads: `{"events": [...], ...}`, each event naming its own organisation.
 
-`{"events":[...],"firstEventSequence":..,"lastEventSequence":..,"entropy":..}`; each event names
-its own `tenantId` (a delivery may mix organisations), `eventCategory` (CONTACT, INVOICE,
-CREDITNOTE, SUBSCRIPTION), `eventType` (CREATE/UPDATE, compared case-insensitively) and
-`eventDateUtc` without an offset (UTC). Intent-to-receive deliveries carry no events.
+Intent-to-receive deliveries carry no events (docs/providers.md, Xero).
 """
 
 from typing import Any

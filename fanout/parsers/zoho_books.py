@@ -1,25 +1,7 @@
-"""Zoho Books webhook payloads (unverified shape: read tolerantly).
+"""Zoho Books webhook payloads: one record under its entity name (shape unverified: read tolerantly).
 
-Zoho Books webhooks are workflow actions an organization sets up against its own URL (zoho.com/books/
-help/settings/automation/workflow-actions/webhooks, and the Books API v3 `settings/webhooks`
-resource: entity, events, entity parameters, optional secret). With "entity parameters" appended the
-JSON body is the record under its entity name, as in the Books API responses::
-
-    {"invoice": {"invoice_id": "982000000567114", "last_modified_time": "2013-11-18T02:17:40-0800",
-                 ...}, "organization_id": "10234695"}
-
-How it is read (assumptions, each cheap to change):
-- the entity is the one top-level key whose value is a JSON object (several: the one whose object
-  carries `<key>_id`); the record id is `<entity>_id` (`payment_id` for vendor payments, `account_id`
-  for chart of accounts, `contact_id` for customer and vendor, then plain `id`);
-- the operation comes from `event_type`, `action`, `event` or `operation` (top level first, then the
-  record), with a leading entity name dropped (`invoice_created` -> `created`); when none is sent,
-  since the event is configured on the webhook rather than sent, the change is an `updated`;
-- the account is `organization_id` (top level, then the record) when sent; without it the change is
-  the connection's (`CONNECTION_ACCOUNT`): Zoho posts to a per-connection URL, routed by connection id;
-- the time is `last_modified_time`, else `updated_time` (Zoho writes `2013-11-18T02:17:40-0800`); an
-  unreadable time is left out rather than failing the delivery;
-- a contact's `contact_type` (customer / vendor) and the record `status` are kept as extras.
+The assumptions, each cheap to change, are listed in docs/providers.md, Zoho Books; without an
+`organization_id` the change belongs to the connection the delivery came in on (`CONNECTION_ACCOUNT`).
 """
 
 from datetime import datetime

@@ -4,6 +4,6 @@ See docs/admin-api.md; the OpenAPI 3.1 document is served at `GET /admin/v1/open
 """
 
 from gateway.admin.auth import AdminTokens
-from gateway.admin.routes import PREFIX, AdminServices, admin_app, admin_mount, admin_routes
+from gateway.admin.routes import AdminServices, admin_app
 
-__all__ = ["PREFIX", "AdminServices", "AdminTokens", "admin_app", "admin_mount", "admin_routes"]
+__all__ = ["AdminServices", "AdminTokens", "admin_app"]

@@ -7,18 +7,23 @@ says whether there is one).
 """
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.requests import ClientDisconnect, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admin.http import (
+    connection_not_found,
+    find_connection,
+    json_response,
+    read_json_object,
+    validated,
+)
 from gateway.admin.problems import Problem, pointer, validation_problem
-from gateway.ingress.body import read_limited
 from provider_auth.accounts.store import (
     UNSET,
     ConnectionExists,
@@ -27,8 +32,9 @@ from provider_auth.accounts.store import (
     MissingKeyRing,
 )
 from provider_auth.accounts.store import Connection as StoredConnection
+from provider_auth.ids import canonical_uuid
 from provider_auth.providers import Provider
-from provider_auth.webhooks.standard import SECRET_PREFIX, decode_secret
+from provider_auth.webhooks.registry import SecretHolder, check_secret, signing
 
 log = logging.getLogger("ledgerhook.admin")
 
@@ -39,7 +45,6 @@ MAX_SECRETS = 5  # active at once: enough to rotate, few enough to verify fast
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
-_Model = TypeVar("_Model", bound=BaseModel)
 _Choice = TypeVar("_Choice", Provider, ConnectionStatus)
 
 
@@ -191,17 +196,18 @@ class ConnectionPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
 
 
-def webhook_secret_rule(provider: Provider) -> str | None:
-    """Why `provider` takes no per-connection secret, or None when it does."""
-    if provider.shared_endpoint:
+def no_secret_reason(provider: Provider) -> str | None:
+    """Why `provider` takes no per-connection webhook secret, or None when it does."""
+    holder = signing(provider).holder
+    if holder is SecretHolder.APP:
         return (
             f"{provider.value} connections take no webhook secret: the app-wide endpoint is verified with "
             f"LEDGERHOOK_{provider.env_name}_* settings"
         )
-    if provider is Provider.SAGE_INTACCT:
+    if holder is SecretHolder.NONE:
         return (
-            "sage-intacct connections take no webhook secret: deliveries carry a JWT verified with "
-            "LEDGERHOOK_SAGE_INTACCT_JWT_KEYS"
+            f"{provider.value} connections take no webhook secret: deliveries carry a JWT verified with "
+            f"LEDGERHOOK_{provider.env_name}_JWT_KEYS"
         )
     return None
 
@@ -210,25 +216,16 @@ def check_secrets(provider: Provider, secrets: list[str], member: str) -> None:
     """422 when the secrets do not fit the provider's scheme; messages never repeat a secret."""
     if not secrets:
         return
-    rule = webhook_secret_rule(provider)
-    if rule is not None:
-        raise validation_problem([{"pointer": pointer((member,)), "detail": rule}])
+    reason = no_secret_reason(provider)
+    if reason is not None:
+        raise validation_problem([{"pointer": pointer((member,)), "detail": reason}])
     errors = []
-    if provider in (Provider.NETSUITE, Provider.CUSTOM):
-        # Standard Webhooks secrets are `whsec_` + base64 of the key (standardwebhooks.com).
-        for index, secret in enumerate(secrets):
+    for index, secret in enumerate(secrets):
+        try:
+            check_secret(provider, secret)
+        except ValueError as exc:
             location = (member, index) if member == "webhook_secrets" else (member,)
-            try:
-                valid = secret.startswith(SECRET_PREFIX) and bool(decode_secret(secret))
-            except ValueError:
-                valid = False
-            if not valid:
-                errors.append(
-                    {
-                        "pointer": pointer(location),
-                        "detail": "a Standard Webhooks secret must be whsec_ followed by base64",
-                    }
-                )
+            errors.append({"pointer": pointer(location), "detail": str(exc)})
     if errors:
         raise validation_problem(errors)
 
@@ -240,8 +237,8 @@ class ConnectionsResource:
         self,
         store: ConnectionStore,
         public_base_url: str,
-        on_change: Callable[[str], None] = lambda connection_id: None,
-        before_disconnect: Callable[[str], Awaitable[None]] | None = None,
+        on_change: Callable[[str], None],
+        before_disconnect: Callable[[str], Awaitable[None]],
     ) -> None:
         """`on_change(connection_id)` runs after every write (the webhook scheme cache listens);
         `before_disconnect(connection_id)` before a DELETE disconnects (OAuth tokens are revoked at
@@ -288,8 +285,7 @@ class ConnectionsResource:
 
     async def create(self, request: Request) -> Response:
         """Register a connection: 201 with it and its Location; 409 when the tenant already has it."""
-        body = await _json_object(request)
-        new = _validate(ConnectionCreate, body)
+        new = validated(ConnectionCreate, await read_json_object(request, MAX_BODY_BYTES))
         secrets = new.secrets() or []
         check_secrets(new.provider, secrets, new.secrets_pointer())
         try:
@@ -323,7 +319,9 @@ class ConnectionsResource:
                 "provider": new.provider,
             },
         )
-        return _json(self.render(connection), 201, {"location": f"/admin/v1/connections/{connection.id}"})
+        return json_response(
+            self.render(connection), 201, {"location": f"/admin/v1/connections/{connection.id}"}
+        )
 
     async def list(self, request: Request) -> Response:
         """A page of connections in creation order, filtered by tenant, provider and status."""
@@ -342,7 +340,7 @@ class ConnectionsResource:
         if tenant is not None and not tenant:
             errors.append({"parameter": "tenant_id", "detail": "must not be empty"})
         cursor = query.get("cursor") or None
-        if cursor is not None and _uuid(cursor) is None:
+        if cursor is not None and canonical_uuid(cursor) is None:
             errors.append({"parameter": "cursor", "detail": "must be a next_cursor from a previous page"})
         if errors:
             raise validation_problem(errors, "the query parameters are not valid")
@@ -351,17 +349,16 @@ class ConnectionsResource:
         )
         page = rows[:limit]
         next_cursor = page[-1].id if len(rows) > limit else None
-        return _json(ConnectionPage(data=[self.render(c) for c in page], next_cursor=next_cursor))
+        return json_response(ConnectionPage(data=[self.render(c) for c in page], next_cursor=next_cursor))
 
     async def get(self, request: Request) -> Response:
         """One connection, or 404."""
-        return _json(self.render(await self._find(request)))
+        return json_response(self.render(await find_connection(self._store, request)))
 
     async def update(self, request: Request) -> Response:
         """Change the members sent; 404 for an unknown id."""
-        connection = await self._find(request)
-        body = await _json_object(request)
-        change = _validate(ConnectionUpdate, body)
+        connection = await find_connection(self._store, request)
+        change = validated(ConnectionUpdate, await read_json_object(request, MAX_BODY_BYTES))
         sent = change.model_fields_set
         secrets = change.secrets()
         if secrets is not None:
@@ -371,7 +368,7 @@ class ConnectionsResource:
         if "status" in sent and change.status is None:
             raise validation_problem([{"pointer": "#/status", "detail": "must be active or paused"}])
         if not sent:
-            return _json(self.render(connection))
+            return json_response(self.render(connection))
         try:
             updated = await self._store.update(
                 connection.id,
@@ -383,31 +380,19 @@ class ConnectionsResource:
         except MissingKeyRing:
             raise _no_key_ring(change.secrets_pointer()) from None
         if updated is None:
-            raise _not_found()
+            raise connection_not_found()
         self._on_change(updated.id)
         log.info("connection updated", extra={"connection_id": updated.id, "fields": sorted(sent)})
-        return _json(self.render(updated))
+        return json_response(self.render(updated))
 
     async def delete(self, request: Request) -> Response:
         """Disconnect: status `disconnected`, secrets erased, the row kept; 204."""
-        connection = await self._find(request)
-        if self._before_disconnect is not None:
-            await self._before_disconnect(connection.id)
+        connection = await find_connection(self._store, request)
+        await self._before_disconnect(connection.id)
         await self._store.disconnect(connection.id)
         self._on_change(connection.id)
         log.info("connection disconnected", extra={"connection_id": connection.id})
         return Response(status_code=204)
-
-    async def _find(self, request: Request) -> StoredConnection:
-        connection_id = _uuid(request.path_params["connection_id"])
-        connection = await self._store.get(connection_id) if connection_id else None
-        if connection is None:
-            raise _not_found()
-        return connection
-
-
-def _not_found() -> Problem:
-    return Problem(404, "no connection with this id")
 
 
 def _no_key_ring(member: str) -> Problem:
@@ -421,13 +406,6 @@ def _no_key_ring(member: str) -> Problem:
     )
 
 
-def _uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
-
-
 def _choice(
     value: str | None, kind: type[_Choice], name: str, errors: list[dict[str, str]]
 ) -> _Choice | None:
@@ -438,44 +416,3 @@ def _choice(
     except ValueError:
         errors.append({"parameter": name, "detail": "must be one of " + ", ".join(m.value for m in kind)})
         return None
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object: 413 over the limit, 400 not JSON, 422 not an object."""
-    try:
-        body = await read_limited(request, MAX_BODY_BYTES)
-    except ClientDisconnect:
-        raise Problem(400, "the request body was not received in full") from None
-    if body is None:
-        raise Problem(413, f"the request body must be at most {MAX_BODY_BYTES} bytes")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Problem(400, "the request body must be JSON") from None
-    if not isinstance(document, dict):
-        raise validation_problem([{"pointer": "#", "detail": "the body must be a JSON object"}])
-    return document
-
-
-def _validate(model: type[_Model], document: dict[str, Any]) -> _Model:
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        errors = [
-            {"pointer": pointer(tuple(error["loc"])), "detail": _message(error["msg"])}
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise validation_problem(errors) from None
-
-
-def _message(text: str) -> str:
-    return text.removeprefix("Value error, ")
-
-
-def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(model.model_dump(mode="json")),
-        status_code=status,
-        headers=headers,
-        media_type="application/json",
-    )

@@ -16,9 +16,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.admin.connections import _json, _json_object, _not_found, _uuid, _validate
+from gateway.admin.http import find_connection, json_response, read_json_object, validated
 from gateway.admin.problems import Problem, validation_problem
-from provider_auth.accounts.store import Connection as StoredConnection
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
 from provider_auth.oauth.specs import SPECS, ZOHO_DATA_CENTRES
 from provider_auth.providers import Provider
@@ -36,6 +35,7 @@ __all__ = ["CredentialsPut", "CredentialsResource", "CredentialsView", "view", "
 
 log = logging.getLogger("ledgerhook.admin")
 
+MAX_BODY_BYTES = 65_536
 MAX_TOKEN_LENGTH = 8192  # Intacct and NetSuite access tokens are JWTs of a few KiB
 
 
@@ -162,17 +162,16 @@ class CredentialsResource:
 
     async def get(self, request: Request) -> Response:
         """The credential state; 404 when the connection or its credentials are unknown."""
-        connection = await self._find(request)
+        connection = await find_connection(self._store, request)
         state = await self._manager.credentials_state(connection.id) if self._manager else None
         if state is None:
             raise Problem(404, "this connection has no credentials")
-        return _json(view(state))
+        return json_response(view(state))
 
     async def put(self, request: Request) -> Response:
         """Store handed-over credentials: 200 with the state (`reactivated` tells a reconnect)."""
-        connection = await self._find(request)
-        body: dict[str, Any] = await _json_object(request)
-        given = _validate(CredentialsPut, body)
+        connection = await find_connection(self._store, request)
+        given = validated(CredentialsPut, await read_json_object(request, MAX_BODY_BYTES))
         if connection.status is ConnectionStatus.DISCONNECTED:
             raise Problem(409, "the connection is disconnected; set its status to active first")
         if connection.provider not in SPECS:
@@ -225,7 +224,7 @@ class CredentialsResource:
                 "reactivated": state.reactivated,
             },
         )
-        return _json(view(state))
+        return json_response(view(state))
 
     async def disconnect(self, connection_id: str) -> None:
         """Before a connection is disconnected: revoke at the provider where possible, erase tokens."""
@@ -237,13 +236,6 @@ class CredentialsResource:
                 "credentials erased",
                 extra={"connection_id": connection_id, "revoked_at_provider": result.revoked_at_provider},
             )
-
-    async def _find(self, request: Request) -> StoredConnection:
-        connection_id = _uuid(request.path_params["connection_id"])
-        connection = await self._store.get(connection_id) if connection_id else None
-        if connection is None:
-            raise _not_found()
-        return connection
 
 
 def _provider_rules(provider: Provider, given: CredentialsPut) -> list[dict[str, str]]:

@@ -1,10 +1,7 @@
 """Errors of the admin API as RFC 9457 problem details (`application/problem+json`).
 
-Every error answer is a JSON object with `type`, `title`, `status` and `detail`. `type` is
-`about:blank`: the HTTP status says what kind of problem it is, so `title` is the status phrase
-(RFC 9457, section 4.2.1) and `detail` says what happened in this occurrence. Validation failures
-(422) add `errors`, one entry per problem with a JSON Pointer to the offending member (`pointer`,
-as in RFC 9457's own example) or the query `parameter`, and a `detail`. No problem ever repeats a
+`type` is `about:blank`, so `title` is the status phrase (RFC 9457, section 4.2.1); a 422 lists each
+invalid member in `errors`. The format: docs/admin-api.md, "Errors". No problem ever repeats a
 submitted value, so a secret sent by mistake is never echoed.
 """
 

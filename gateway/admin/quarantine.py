@@ -1,8 +1,7 @@
 """The quarantine resource: `POST /admin/v1/quarantine/redrive`, and the same redrive for the CLI.
 
-Body (optional, JSON object): `{"reason": "<quarantine reason>", "delivery_id": "<delivery id>"}`;
-answer `{"redriven": n, "skipped": m}`. Redriven records go back to the raw topic and are processed
-by the fan-out worker like new deliveries (see fanout.redrive for what "once" means).
+Redriven records go back to the raw topic and are processed by the fan-out worker like new
+deliveries (docs/architecture.md, "Quarantine and redrive"; the request: docs/admin-api.md).
 """
 
 import logging
@@ -10,14 +9,14 @@ import logging
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
 from starlette.responses import Response
 
 from fanout.quarantine import Reason
 from fanout.redrive import RedriveResult, redrive
-from gateway.admin.problems import Problem, pointer, validation_problem
-from gateway.ingress.body import read_limited
+from gateway.admin.http import read_json_object, validated
+from gateway.admin.problems import Problem
 from gateway.runtime.kafka import connection_options, make_producer
 from gateway.settings import Settings
 
@@ -35,7 +34,7 @@ class RedriveRequest(BaseModel):
     delivery_id: str | None = None
 
 
-async def run_redrive(
+async def redrive_quarantine(
     settings: Settings,
     producer: AIOKafkaProducer,
     reason: Reason | None = None,
@@ -60,7 +59,7 @@ async def redrive_once(
     producer = make_producer(settings)
     await producer.start()
     try:
-        return await run_redrive(settings, producer, reason, delivery_id)
+        return await redrive_quarantine(settings, producer, reason, delivery_id)
     finally:
         await producer.stop()
 
@@ -74,9 +73,12 @@ class QuarantineResource:
 
     async def redrive(self, request: Request) -> Response:
         """`POST /admin/v1/quarantine/redrive`: 200 with the counts, 503 when the broker fails."""
-        filters = await _filters(request)
+        # No body, or an empty one: no filters, everything pending.
+        filters = validated(RedriveRequest, await read_json_object(request, MAX_BODY_BYTES, optional=True))
         try:
-            result = await run_redrive(self._settings, self._producer, filters.reason, filters.delivery_id)
+            result = await redrive_quarantine(
+                self._settings, self._producer, filters.reason, filters.delivery_id
+            )
         except (KafkaError, TimeoutError) as exc:
             log.warning("redrive failed", extra={"error": type(exc).__name__})
             raise Problem(503, "the quarantine could not be redriven: the broker did not answer") from None
@@ -84,28 +86,3 @@ class QuarantineResource:
             orjson.dumps({"redriven": result.redriven, "skipped": result.skipped}),
             media_type="application/json",
         )
-
-
-async def _filters(request: Request) -> RedriveRequest:
-    try:
-        body = await read_limited(request, MAX_BODY_BYTES)
-    except ClientDisconnect:
-        raise Problem(400, "the request body was not received in full") from None
-    if body is None:
-        raise Problem(413, f"the request body must be at most {MAX_BODY_BYTES} bytes")
-    if not body.strip():
-        return RedriveRequest()  # no filters: everything pending
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Problem(400, "the request body must be JSON") from None
-    if not isinstance(document, dict):
-        raise validation_problem([{"pointer": "#", "detail": "the body must be a JSON object"}])
-    try:
-        return RedriveRequest.model_validate(document)
-    except ValidationError as exc:
-        errors = [
-            {"pointer": pointer(tuple(error["loc"])), "detail": error["msg"].removeprefix("Value error, ")}
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise validation_problem(errors) from None

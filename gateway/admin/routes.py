@@ -6,7 +6,7 @@ Every request passes the admin token check first (so even unknown paths under `/
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from starlette.applications import Starlette
@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 
 from gateway.admin.auth import AdminTokens, RequireAdminToken
 from gateway.admin.connections import ConnectionsResource
@@ -22,16 +22,10 @@ from gateway.admin.credentials import CredentialsResource, with_credentials
 from gateway.admin.openapi import openapi_document
 from gateway.admin.problems import Problem
 from gateway.admin.quarantine import QuarantineResource
-from gateway.ingress.verification import DATABASE_ERRORS
+from gateway.runtime.infra import DATABASE_ERRORS
 from provider_auth.accounts.store import ConnectionStore
 
-PREFIX = "/admin/v1"
-
 log = logging.getLogger("ledgerhook.admin")
-
-
-def _no_change(connection_id: str) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -41,32 +35,31 @@ class AdminServices:
     store: ConnectionStore
     tokens: AdminTokens
     public_base_url: str
-    on_change: Callable[[str], None] = field(default=_no_change)
-    quarantine: QuarantineResource | None = None
-    # OAuth credentials of connections; without one, PUT credentials answers 409 (no key ring).
-    credentials: CredentialsResource | None = None
+    on_change: Callable[[str], None]  # a connection changed (the webhook scheme cache listens)
+    quarantine: QuarantineResource
+    credentials: CredentialsResource
 
 
 def admin_routes(services: AdminServices) -> list[BaseRoute]:
     """The routes under `/admin/v1`, one resource each."""
-    credentials = services.credentials or CredentialsResource(services.store, None)
     connections = ConnectionsResource(
-        services.store, services.public_base_url, services.on_change, before_disconnect=credentials.disconnect
+        services.store,
+        services.public_base_url,
+        services.on_change,
+        before_disconnect=services.credentials.disconnect,
     )
     document = orjson.dumps(with_credentials(openapi_document()))
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
-    routes: list[BaseRoute] = [
+    return [
         Route("/connections", connections.collection, methods=["GET", "POST"]),
         Route("/connections/{connection_id}", connections.item, methods=["GET", "PATCH", "DELETE"]),
-        Route("/connections/{connection_id}/credentials", credentials.item, methods=["GET", "PUT"]),
+        Route("/connections/{connection_id}/credentials", services.credentials.item, methods=["GET", "PUT"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/quarantine/redrive", services.quarantine.redrive, methods=["POST"]),
     ]
-    if services.quarantine is not None:
-        routes.append(Route("/quarantine/redrive", services.quarantine.redrive, methods=["POST"]))
-    return routes
 
 
 def admin_app(services: AdminServices) -> Starlette:
@@ -80,11 +73,6 @@ def admin_app(services: AdminServices) -> Starlette:
             **dict.fromkeys(DATABASE_ERRORS, _database_problem),
         },
     )
-
-
-def admin_mount(services: AdminServices) -> Mount:
-    """The admin API mounted at `/admin/v1`."""
-    return Mount(PREFIX, app=admin_app(services))
 
 
 async def _problem(request: Request, exc: Exception) -> Response:

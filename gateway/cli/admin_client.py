@@ -1,12 +1,10 @@
-"""A small client of the admin API, behind `ledgerhook connections ...`.
+"""A small client of the admin API, behind `ledgerhook connections ...` and `credentials ...`.
 
 The URL comes from `--url`, else `LEDGERHOOK_ADMIN_URL`, else http://127.0.0.1:8000; the token from
 `LEDGERHOOK_ADMIN_TOKEN`, else the first of `LEDGERHOOK_ADMIN_TOKENS`, else the dev stack's default.
 Errors carry the server's problem detail, never the token.
 """
 
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,18 +12,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.dev.stack import DEV_SECRETS
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-TABLE_COLUMNS = (
-    ("ID", "id"),
-    ("TENANT", "tenant_id"),
-    ("PROVIDER", "provider"),
-    ("ACCOUNT", "provider_account_id"),
-    ("STATUS", "status"),
-    ("SECRET", "has_webhook_secret"),
-    ("NAME", "display_name"),
-)
+from gateway.dev.secrets import DEV_SECRETS
+from gateway.settings import ClientSettings
 
 
 class AdminError(Exception):
@@ -43,19 +31,6 @@ class AdminError(Exception):
             where = error.get("pointer") or error.get("parameter") or ""
             lines.append(f"  {where.removeprefix('#/')}: {error.get('detail', '')}")
         return "\n".join(lines)
-
-
-def default_url() -> str:
-    """`LEDGERHOOK_ADMIN_URL`, or the local gateway."""
-    return os.environ.get("LEDGERHOOK_ADMIN_URL") or DEFAULT_URL
-
-
-def default_token() -> str:
-    """`LEDGERHOOK_ADMIN_TOKEN`, else the first of `LEDGERHOOK_ADMIN_TOKENS`, else the dev default."""
-    if token := os.environ.get("LEDGERHOOK_ADMIN_TOKEN", "").strip():
-        return token
-    configured = [part.strip() for part in os.environ.get("LEDGERHOOK_ADMIN_TOKENS", "").split(",")]
-    return next((part for part in configured if part), DEV_SECRETS["ADMIN_TOKENS"])
 
 
 @dataclass
@@ -119,6 +94,15 @@ class AdminClient:
         """Disconnect a connection."""
         await self._call("DELETE", f"/connections/{connection_id}")
 
+    async def credentials(self, connection_id: str) -> dict[str, Any]:
+        """A connection's credential state."""
+        return await self._call("GET", f"/connections/{connection_id}/credentials")  # type: ignore[no-any-return]
+
+    async def put_credentials(self, connection_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Hand over a connection's OAuth tokens; its credential state after."""
+        path = f"/connections/{connection_id}/credentials"
+        return await self._call("PUT", path, body)  # type: ignore[no-any-return]
+
     async def _call(
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
     ) -> Any:
@@ -147,68 +131,29 @@ class AdminClient:
         return document
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Connections as an aligned text table."""
-    cells = [[title for title, _ in TABLE_COLUMNS]]
-    for row in rows:
-        cells.append(
-            [
-                "yes" if row.get(key) is True else "" if row.get(key) in (None, False) else str(row[key])
-                for _, key in TABLE_COLUMNS
-            ]
-        )
-    widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    )
+def admin_client(url: str | None) -> AdminClient:
+    """A client of the gateway at `url` (`--url`), else the configured one, with the configured token."""
+    settings = ClientSettings()
+    if settings.admin_token is not None:
+        token = settings.admin_token.get_secret_value()
+    elif settings.admin_tokens:
+        token = settings.admin_tokens[0].get_secret_value()
+    else:
+        token = DEV_SECRETS["admin_tokens"]
+    return AdminClient(url or settings.admin_url, token)
 
 
-async def run_connections(args: Any) -> str:
-    """`ledgerhook connections add|list|show|rm`: what to print, or AdminError / ValueError."""
-    async with AdminClient(args.url or default_url(), default_token()) as client:
-        if args.action == "add":
-            metadata = _metadata(args.metadata)
-            created = await client.create(
-                args.tenant,
-                args.provider,
-                args.account,
-                display_name=args.name,
-                metadata=metadata,
-                webhook_secret=_secret(args.secret),
-            )
-            return _pretty(created)
-        if args.action == "list":
-            rows: list[dict[str, Any]] = []
-            async for page in client.pages(tenant_id=args.tenant, provider=args.provider, status=args.status):
-                rows.extend(page)
-            return table(rows)
-        if args.action == "show":
-            return _pretty(await client.get(args.id))
-        if args.action == "rm":
-            await client.delete(args.id)
-            return f"disconnected {args.id}"
-    raise ValueError(f"unknown action {args.action!r}")
-
-
-def _secret(value: str | None) -> str | None:
-    # `--secret -` reads it from standard input, out of the shell history and the process list.
-    if value == "-":
-        return sys.stdin.readline().strip() or None
-    return value
-
-
-def _metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """`text` parsed as a JSON object; ValueError saying `what` must be one otherwise."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise ValueError("--metadata must be a JSON object") from None
+        value = None
     if not isinstance(value, dict):
-        raise ValueError("--metadata must be a JSON object")
+        raise ValueError(f"{what} must be a JSON object")
     return value
 
 
-def _pretty(document: Any) -> str:
+def pretty(document: Any) -> str:
+    """A JSON document indented for reading."""
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()

@@ -1,27 +1,22 @@
-"""`ledgerhook keys`: encryption key ring chores.
+"""`ledgerhook keys`: encryption key ring chores (generate an entry, rotate the stored secrets).
 
-Rotation, without downtime (provider_auth/vault.py):
-
-1. generate a key (`ledgerhook keys generate`) and put it first in `LEDGERHOOK_ENCRYPTION_KEYS`,
-   keeping the old ones after it; roll that out to every process (they now encrypt with the new key
-   and still decrypt with the old);
-2. `ledgerhook keys rotate`: every stored secret (OAuth tokens in `oauth_grants`, webhook secrets in
-   `connections`) is re-encrypted under the new key, in batches, each row under its row lock;
-3. when it reports nothing left under another key, remove the old key from the setting.
+`rotate` re-encrypts every stored secret under the key ring's first key; each store does its own
+rows. The rotation procedure: docs/tokens.md, "Storage".
 """
 
+import argparse
 import asyncio
+import sys
 from dataclasses import dataclass
 
 import asyncpg
 
-from provider_auth.accounts.store import webhook_secrets_aad
+from gateway.settings import load_settings
+from provider_auth.accounts.store import ConnectionStore
 from provider_auth.tokens.store import CredentialStore
 from provider_auth.vault import KeyRing
 
-__all__ = ["RotationReport", "generate_entry", "rotate_keys", "run_rotate"]
-
-_FIRST_ID = "00000000-0000-0000-0000-000000000000"
+__all__ = ["RotationReport", "generate_entry", "rotate_keys", "run_keys", "run_rotate"]
 
 
 @dataclass(frozen=True)
@@ -47,45 +42,12 @@ def generate_entry(key_id: str) -> str:
     return entry
 
 
-async def _rotate_connections(pool: asyncpg.Pool, keyring: KeyRing, batch: int) -> tuple[int, int]:
-    """Re-encrypt `connections.webhook_secrets` under the current key; (changed, still stale)."""
-    current = keyring.current_key_id
-    changed, last = 0, _FIRST_ID
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, webhook_secrets FROM connections WHERE id > $1 AND webhook_secrets IS NOT NULL"
-                " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                last,
-                batch,
-            )
-            for row in rows:
-                sealed = row["webhook_secrets"]
-                if KeyRing.key_id_of(sealed) == current:
-                    continue
-                connection_id = str(row["id"])
-                await conn.execute(
-                    "UPDATE connections SET webhook_secrets = $2 WHERE id = $1",
-                    connection_id,
-                    keyring.reencrypt(sealed, webhook_secrets_aad(connection_id)),
-                )
-                changed += 1
-        if len(rows) < batch:
-            break
-        last = str(rows[-1]["id"])
-    stale = 0
-    async with pool.acquire() as conn, conn.transaction():
-        async for row in conn.cursor(
-            "SELECT webhook_secrets FROM connections WHERE webhook_secrets IS NOT NULL"
-        ):
-            stale += KeyRing.key_id_of(row["webhook_secrets"]) != current
-    return changed, stale
-
-
 async def rotate_keys(pool: asyncpg.Pool, keyring: KeyRing, batch: int = 500) -> RotationReport:
     """Re-encrypt every stored secret under the key ring's current (first) key."""
     grants_changed, grants_left = await CredentialStore(pool, keyring).reencrypt(batch)
-    connections_changed, connections_left = await _rotate_connections(pool, keyring, batch)
+    connections_changed, connections_left = await ConnectionStore(pool, keyring).reencrypt_webhook_secrets(
+        batch
+    )
     return RotationReport(
         key_id=keyring.current_key_id,
         grants_reencrypted=grants_changed,
@@ -106,3 +68,34 @@ def run_rotate(database_url: str, keys: str, batch: int) -> RotationReport:
             await pool.close()
 
     return asyncio.run(main())
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """`ledgerhook keys generate|rotate`."""
+    if args.action == "generate":
+        try:
+            print(generate_entry(args.id))
+        except ValueError as exc:
+            print(f"ledgerhook keys generate: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    settings = load_settings()
+    if settings.encryption_keys is None:
+        print("ledgerhook keys rotate: LEDGERHOOK_ENCRYPTION_KEYS is not set", file=sys.stderr)
+        return 2
+    report = run_rotate(
+        settings.database_url.get_secret_value(), settings.encryption_keys.get_secret_value(), args.batch_size
+    )
+    print(
+        f"re-encrypted under key {report.key_id!r}: {report.grants_reencrypted} OAuth grants, "
+        f"{report.connections_reencrypted} connections' webhook secrets"
+    )
+    if report.done:
+        print("nothing is left under another key: older keys can be removed from LEDGERHOOK_ENCRYPTION_KEYS")
+        return 0
+    print(
+        f"still under other keys: {report.grants_left} grants, {report.connections_left} connections "
+        "(rows busy during the pass); run it again",
+        file=sys.stderr,
+    )
+    return 1

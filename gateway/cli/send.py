@@ -1,13 +1,21 @@
-"""`ledgerhook send-sample <provider>`: sign a realistic sample with the configured secret and post it."""
+"""`ledgerhook send-sample <provider>`: sign a realistic sample with the configured secret and post it.
 
-import os
+The secret is the first of `LEDGERHOOK_QUICKBOOKS_VERIFIER_TOKENS` or `LEDGERHOOK_XERO_WEBHOOK_KEYS`,
+else the dev stack's, so a sample sent to `ledgerhook dev` passes as it is.
+"""
+
+import argparse
+import asyncio
+import sys
 from dataclasses import dataclass
 
 import aiohttp
+from pydantic import SecretStr
 
 from gateway.dev import samples
-from gateway.dev.stack import DEV_SECRETS
-from gateway.ingress.endpoint import DELIVERY_ID_HEADER
+from gateway.dev.secrets import DEV_SECRETS
+from gateway.ingress.delivery import DELIVERY_ID_HEADER
+from gateway.settings import ClientSettings
 
 
 @dataclass(frozen=True)
@@ -19,28 +27,43 @@ class SampleResult:
     url: str
 
 
-def first_secret(env_name: str) -> str:
-    """The first secret of `LEDGERHOOK_<env_name>`, or the dev stack's default for it."""
-    configured = os.environ.get(f"LEDGERHOOK_{env_name}", "")
-    values = [part.strip() for part in configured.split(",") if part.strip()]
-    return values[0] if values else DEV_SECRETS[env_name]
+def run_send_sample(args: argparse.Namespace) -> int:
+    """Post one sample and print the answer; 0 only for a 200."""
+    try:
+        result = asyncio.run(send_sample(args.provider, args.url, args.account, args.legacy))
+    except ValueError as exc:
+        print(f"ledgerhook send-sample: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ledgerhook send-sample: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"POST {result.url} -> {result.status}"
+        + (f" (delivery {result.delivery_id})" if result.delivery_id else "")
+    )
+    return 0 if result.status == 200 else 1
 
 
 def build_sample(
     provider: str, account: str | None, legacy: bool = False
 ) -> tuple[str, samples.SignedSample]:
     """(path, signed sample) for a provider with a shared endpoint."""
+    settings = ClientSettings()
     if provider == "quickbooks":
         realm = account or "9341453908000000"
         body = samples.quickbooks_legacy(realm) if legacy else samples.quickbooks_cloudevents(realm)
-        return "/webhooks/quickbooks", samples.signed_quickbooks(
-            body, first_secret("QUICKBOOKS_VERIFIER_TOKENS")
-        )
+        secret = _first(settings.quickbooks_verifier_tokens, "quickbooks_verifier_tokens")
+        return "/webhooks/quickbooks", samples.signed_quickbooks(body, secret)
     if provider == "xero":
         tenant = account or "c2cc9b6e-9458-4c7d-93cc-f02b81b0594f"
         body = samples.xero_events(tenant)
-        return "/webhooks/xero", samples.signed_xero(body, first_secret("XERO_WEBHOOK_KEYS"))
+        secret = _first(settings.xero_webhook_keys, "xero_webhook_keys")
+        return "/webhooks/xero", samples.signed_xero(body, secret)
     raise ValueError(f"no sample for provider {provider!r}; try quickbooks or xero")
+
+
+def _first(configured: tuple[SecretStr, ...], name: str) -> str:
+    return configured[0].get_secret_value() if configured else DEV_SECRETS[name]
 
 
 async def send_sample(

@@ -1,5 +1,6 @@
 """`ledgerhook tail <topic>`: print a topic's records; CloudEvents (ce_* headers) shown as events."""
 
+import argparse
 import asyncio
 import contextlib
 import sys
@@ -8,7 +9,6 @@ from typing import TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from gateway.runtime.kafka import connection_options
 from gateway.settings import KafkaSettings
 
 
@@ -45,6 +45,9 @@ async def tail(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print records of `topic` (every partition, no consumer group); returns how many were printed."""
+    # Imported here, as it is needed: a client command loads no server module when it starts.
+    from gateway.runtime.kafka import connection_options
+
     consumer = AIOKafkaConsumer(
         **connection_options(settings),
         enable_auto_commit=False,
@@ -79,8 +82,11 @@ async def tail(
         await consumer.stop()
 
 
-def run_tail(settings: KafkaSettings, topic: str, follow: bool, from_end: bool, limit: int | None) -> int:
-    """Blocking entry for the CLI; Ctrl-C ends it quietly."""
+def run_tail(args: argparse.Namespace) -> int:
+    """Print records until Ctrl-C, until caught up (`--no-follow`) or `--max` of them; quietly."""
+    settings = KafkaSettings(**({"kafka_bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
-        asyncio.run(tail(settings, topic, follow=follow, from_end=from_end, limit=limit))
+        asyncio.run(
+            tail(settings, args.topic, follow=not args.no_follow, from_end=args.from_end, limit=args.max)
+        )
     return 0

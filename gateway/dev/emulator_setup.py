@@ -1,10 +1,9 @@
-"""OAuth tokens in `ledgerhook dev`: `--emulator`, a local provider emulator (the worker tasks refresh).
+"""`ledgerhook dev --emulator`: OAuth tokens against the provider emulator, in the dev process.
 
-`ledgerhook dev --emulator` starts the provider emulator (`gateway.dev.emulator`) in
-the dev process, registers a dev app with every provider it plays, and points the providers' token
-and API URLs at it; access tokens it issues live 3 minutes and the refresher runs every few seconds,
-so a refresh ahead of expiry shows within two minutes. Seed grants and revoke them through the
-emulator's control endpoints (`/_emulator/grants`, `/_emulator/revoke`; see docs/tokens.md).
+The emulator (`gateway.dev.emulator`) gets a dev app registered with every provider it plays, and
+the providers' token and API URLs point at it. Its access tokens live 3 minutes and the refresher
+runs every few seconds, so a refresh ahead of expiry shows within two minutes. Seeding and revoking
+grants: docs/tokens.md.
 """
 
 from collections.abc import AsyncIterator

@@ -2,12 +2,14 @@
 
 import os
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from provider_auth.webhooks import BodyHmac
+from provider_auth.webhooks.registry import QUICKBOOKS_SIGNATURE_HEADER, XERO_SIGNATURE_HEADER
 
 QBO_ENTITIES = ["Customer", "Invoice", "Payment", "Bill", "Vendor", "Item", "JournalEntry", "Estimate"]
 QBO_OPERATIONS = ["Create", "Update", "Update", "Update", "Delete", "Void", "Emailed"]
@@ -117,23 +119,21 @@ def xero_intent_to_receive() -> bytes:
 
 def signed_quickbooks(body: bytes, verifier_token: str) -> SignedSample:
     """`body` with the `intuit-signature` QuickBooks would send."""
-    signature = BodyHmac.create("intuit-signature", [verifier_token]).sign(body)
+    signature = BodyHmac.create(QUICKBOOKS_SIGNATURE_HEADER, [verifier_token]).sign(body)
     return SignedSample(
         body,
         {
             "content-type": "application/cloudevents+json" if body[:1] == b"[" else "application/json",
-            "intuit-signature": signature,
+            QUICKBOOKS_SIGNATURE_HEADER: signature,
         },
     )
 
 
 def signed_xero(body: bytes, webhook_key: str) -> SignedSample:
     """`body` with the `x-xero-signature` Xero would send."""
-    signature = BodyHmac.create("x-xero-signature", [webhook_key]).sign(body)
-    return SignedSample(body, {"content-type": "application/json", "x-xero-signature": signature})
+    signature = BodyHmac.create(XERO_SIGNATURE_HEADER, [webhook_key]).sign(body)
+    return SignedSample(body, {"content-type": "application/json", XERO_SIGNATURE_HEADER: signature})
 
 
 def _uuid(rng: random.Random) -> str:
-    import uuid
-
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))

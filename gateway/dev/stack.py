@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_app
 from gateway.dev.embedded import DevStackError, EmbeddedBroker, EmbeddedPostgres, port_in_use
 from gateway.dev.emulator_setup import banner_lines, emulator_defaults, running_emulator
+from gateway.dev.secrets import DEV_SECRETS
 from gateway.runtime.infra import open_infrastructure
 from gateway.runtime.kafka import ensure_topics
 from gateway.runtime.lifecycle import Lifecycle
@@ -23,15 +24,9 @@ from gateway.runtime.logs import configure_logging
 from gateway.runtime.migrate import migrate
 from gateway.runtime.server import GatewayServer, uvicorn_config
 from gateway.runtime.worker import running_worker_tasks
-from gateway.settings import ENV_PREFIX, Settings, load_settings
+from gateway.settings import ENV_PREFIX, Settings, environment_values, load_settings
 from provider_auth.vault import KeyRing
 
-# Well-known secrets for the local stack only; `LEDGERHOOK_*` variables replace any of them.
-DEV_SECRETS = {
-    "QUICKBOOKS_VERIFIER_TOKENS": "dev-quickbooks-verifier-token",
-    "XERO_WEBHOOK_KEYS": "dev-xero-webhook-key",
-    "ADMIN_TOKENS": "dev-admin-token",
-}
 # Where `dev` keeps the key ring it made for secrets at rest (when LEDGERHOOK_ENCRYPTION_KEYS is unset).
 ENCRYPTION_KEYS_FILE = "encryption-keys"
 
@@ -51,7 +46,8 @@ class DevOptions:
 
 def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Settings:
     """Settings for the dev stack: embedded services, dev secrets, environment overrides on top."""
-    defaults: dict[str, Any] = {name.lower(): value for name, value in DEV_SECRETS.items()}
+    configured = environment_values()
+    defaults: dict[str, Any] = dict(DEV_SECRETS)
     defaults |= {
         "kafka_idempotent_producer": False,
         "topic_partitions": 3,
@@ -60,11 +56,11 @@ def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Sett
     }
     # Webhook URLs of connections point at this stack; secrets survive restarts under its own key ring.
     defaults["public_base_url"] = f"http://{options.host}:{options.port}"
-    if f"{ENV_PREFIX}ENCRYPTION_KEYS" not in os.environ:
+    if "encryption_keys" not in configured:
         defaults["encryption_keys"] = dev_encryption_keys(options.data_dir)
     if options.emulator:
         defaults |= emulator_defaults("127.0.0.1", options.emulator_port)
-    chosen = {key: value for key, value in defaults.items() if f"{ENV_PREFIX}{key.upper()}" not in os.environ}
+    chosen = {name: value for name, value in defaults.items() if name not in configured}
     # The embedded services and the flags are what `dev` is for: they always apply.
     chosen |= {
         "database_url": database_url,
@@ -94,7 +90,9 @@ def dev_encryption_keys(data_dir: Path) -> str:
 def banner(settings: Settings, options: DevOptions) -> str:
     """What the developer needs to start using the stack."""
     base = f"http://{options.host}:{options.port}"
-    secret = {name: os.environ.get(f"{ENV_PREFIX}{name}", value) for name, value in DEV_SECRETS.items()}
+    secrets = DEV_SECRETS | {
+        name: value for name, value in environment_values().items() if name in DEV_SECRETS
+    }
     return "\n".join(
         [
             "",
@@ -106,7 +104,7 @@ def banner(settings: Settings, options: DevOptions) -> str:
             f"  postgres      {settings.database_url.get_secret_value()}",
             f"  data dir      {options.data_dir}",
             "  dev secrets (override with LEDGERHOOK_* variables):",
-            *(f"    {ENV_PREFIX}{name}={value}" for name, value in secret.items()),
+            *(f"    {ENV_PREFIX}{name.upper()}={value}" for name, value in secrets.items()),
             "",
             "Try, in another terminal:",
             f"  ledgerhook send-sample quickbooks --url {base}",
@@ -154,7 +152,7 @@ async def _serve(settings: Settings, options: DevOptions) -> None:
         await server.serve()
 
 
-def run_dev(options: DevOptions) -> int:
+def run_dev_stack(options: DevOptions) -> int:
     """Run the whole stack in the foreground until Ctrl-C or SIGTERM; 0 on a clean stop."""
     if port_in_use(options.host, options.port):
         print(

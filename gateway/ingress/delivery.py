@@ -14,6 +14,9 @@ from fanout.raw import H_RECEIVED_AT as H_RECEIVED_AT
 from fanout.timestamps import format_timestamp
 from provider_auth.ids import uuid7
 
+# The answer header that tells the sender the id its delivery is stored under.
+DELIVERY_ID_HEADER = "x-ledgerhook-delivery-id"
+
 
 def new_delivery_id() -> str:
     """A UUIDv7, so delivery ids sort by arrival."""

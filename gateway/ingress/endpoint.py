@@ -2,8 +2,9 @@
 
 The request path does the least it can, so acks are fast and never wait on PostgreSQL:
 404 unknown URL -> 413 over the body limit -> 401 bad signature -> durable append -> 200, or 503
-with `Retry-After` when the raw log cannot take it. Every answer has an empty body and no cookie
-(Xero requires both). A signed body that does not parse is still stored: nothing verified gets a 400.
+with `Retry-After` when the raw log cannot take it. Every answer has an empty body and no cookie, as
+Xero requires (docs/providers.md, Xero). A signed body that does not parse is still stored: nothing
+verified gets a 400.
 """
 
 import logging
@@ -17,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from fanout.partition_key import summarize
 from gateway.ingress.body import read_limited, receive_limited
-from gateway.ingress.delivery import RawDelivery, new_delivery_id, utcnow
+from gateway.ingress.delivery import DELIVERY_ID_HEADER, RawDelivery, new_delivery_id, utcnow
 from gateway.ingress.rawlog import RawLog, RawLogUnavailable
 from gateway.ingress.verification import SourceResolver
 from gateway.runtime.metrics import Metrics, ProviderMetrics
@@ -25,7 +26,6 @@ from provider_auth.providers import Provider, parse_provider
 
 log = logging.getLogger("ledgerhook.ingress")
 
-DELIVERY_ID_HEADER = "x-ledgerhook-delivery-id"
 SHARED_PREFIX = "/webhooks/"
 
 # (status, headers) of an answer; every answer has an empty body.

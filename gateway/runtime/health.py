@@ -1,16 +1,21 @@
-"""`/livez`, `/readyz` and `/metrics`."""
+"""`/livez`, `/readyz` and `/metrics`, as both the gateway and the worker process serve them."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from gateway.runtime.lifecycle import Lifecycle
-from gateway.runtime.metrics import Metrics
 
 CHECK_TIMEOUT = 2.0
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def livez(request: Request) -> Response:
@@ -26,7 +31,7 @@ class Readiness:
         self._producer = producer
         self._pool = pool
 
-    async def __call__(self, request: Request) -> Response:
+    async def readyz(self, request: Request) -> Response:
         """200 with each check's state, or 503 naming what is not ready."""
         if self._lifecycle.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
@@ -54,7 +59,19 @@ class Readiness:
             return "unreachable"
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    """Prometheus text exposition of the app's registry."""
-    metrics: Metrics = request.app.state.metrics
-    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+def metrics_endpoint(registry: CollectorRegistry) -> Endpoint:
+    """`/metrics`: Prometheus text exposition of `registry`."""
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=PROMETHEUS_TEXT)
+
+    return metrics
+
+
+def health_routes(readyz: Endpoint, registry: CollectorRegistry) -> list[Route]:
+    """`/livez`, `/readyz` (answered by `readyz`) and `/metrics` (from `registry`)."""
+    return [
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint(registry), methods=["GET"]),
+    ]

@@ -11,6 +11,9 @@ from aiokafka import AIOKafkaProducer
 from gateway.runtime.kafka import make_producer
 from gateway.settings import Settings
 
+# What a failed database call may raise: the database unreachable, slow, or refusing.
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 
 @dataclass(frozen=True)
 class Infrastructure:

@@ -1,6 +1,6 @@
-"""Prometheus metrics, in a registry owned by the app (no process-global collectors)."""
+"""The gateway's Prometheus metrics, in a registry of the app's own (no process-global collectors)."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
@@ -48,10 +48,6 @@ class Metrics:
         if bound is None:
             bound = self._bound[label] = ProviderMetrics(self, label)
         return bound
-
-    def render(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return generate_latest(self.registry)
 
 
 class ProviderMetrics:

@@ -1,16 +1,19 @@
-"""Wiring of provider_auth's token manager: apps and timing from settings, events to Kafka.
+"""Wiring of provider_auth's token manager: apps and timing from settings, account events to Kafka.
 
 One `TokenManager` per process, on the process's pool, producer and HTTP session; the gateway uses
-it for the credentials endpoint and disconnects, the worker for the proactive refresher.
+it for the credentials endpoint and disconnects, the worker for the proactive refresher. See
+docs/tokens.md.
 """
 
 from prometheus_client import CollectorRegistry
 
-from fanout.account_events import AccountEvents
+from fanout.account_events import AccountEventPublisher
 from gateway.runtime.infra import Infrastructure
 from gateway.settings import Settings
+from provider_auth.accounts.status import StatusTransitions
 from provider_auth.oauth.apps import OAuthApp
 from provider_auth.oauth.client import TokenClient
+from provider_auth.oauth.specs import OAUTH_PROVIDERS
 from provider_auth.providers import Provider
 from provider_auth.tokens import CredentialStore, TokenManager, TokenMetrics, TokenPolicy
 from provider_auth.tokens.refresher import Refresher
@@ -22,14 +25,7 @@ __all__ = ["build_refresher", "build_token_manager", "oauth_apps", "token_policy
 def oauth_apps(settings: Settings) -> dict[Provider, OAuthApp]:
     """Ledgerhook's app at every provider whose `LEDGERHOOK_<PROVIDER>_CLIENT_ID` is set."""
     apps: dict[Provider, OAuthApp] = {}
-    for provider in (
-        Provider.QUICKBOOKS,
-        Provider.XERO,
-        Provider.ZOHO_BOOKS,
-        Provider.FRESHBOOKS,
-        Provider.NETSUITE,
-        Provider.SAGE_INTACCT,
-    ):
+    for provider in OAUTH_PROVIDERS:
         prefix = provider.env_name.lower()
         client_id = getattr(settings, f"{prefix}_client_id")
         if not client_id:
@@ -75,7 +71,7 @@ def build_token_manager(
         CredentialStore(infra.pool, keyring),
         TokenClient(infra.http, timeout=settings.token_request_timeout_seconds),
         oauth_apps(settings),
-        AccountEvents(infra.producer, settings.topic_account_events),
+        StatusTransitions(AccountEventPublisher(infra.producer, settings.topic_account_events)),
         policy=token_policy(settings),
         metrics=TokenMetrics(registry),
     )

@@ -1,4 +1,5 @@
-"""Serving the app: a uvicorn server that drains before it stops, and a tiny multi-worker supervisor.
+"""Serving the app: a uvicorn server that drains before it stops, and a tiny supervisor of several
+server processes (`LEDGERHOOK_WORKERS`).
 
 Shutdown on SIGTERM (or Ctrl-C): `/readyz` turns 503 at once, the listener stays open for
 `LEDGERHOOK_SHUTDOWN_DRAIN_SECONDS` so load balancers notice, then it closes, in-flight requests
@@ -73,8 +74,8 @@ def uvicorn_config(settings: Settings, app: ASGIApp, host: str, port: int) -> uv
     )
 
 
-def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
-    """Run one gateway process until it is signalled; 0 on a clean stop, 3 if it could not start."""
+def run_server_process(settings: Settings, sock: socket.socket | None = None) -> int:
+    """Run one gateway server process until it is signalled; 0 on a clean stop, 3 if it could not start."""
     configure_logging(settings.log_level)
     lifecycle = Lifecycle()
     app = create_app(settings, lifecycle)
@@ -88,53 +89,53 @@ def run_worker(settings: Settings, sock: socket.socket | None = None) -> int:
     return 0 if server.started else STARTUP_FAILURE
 
 
-def _worker_main(settings: Settings, sock: socket.socket) -> None:
-    sys.exit(run_worker(settings, sock))
+def _server_process_main(settings: Settings, sock: socket.socket) -> None:
+    sys.exit(run_server_process(settings, sock))
 
 
 def serve(settings: Settings) -> int:
-    """`ledgerhook serve`: one process, or `workers` processes sharing one listening socket."""
+    """`ledgerhook serve`: one process, or `LEDGERHOOK_WORKERS` processes sharing one listening socket."""
     if settings.workers == 1:
-        return run_worker(settings)
+        return run_server_process(settings)
     configure_logging(settings.log_level)
     sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
     sock.set_inheritable(True)
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker_main, args=(settings, sock), name=f"ledgerhook-worker-{i}")
+    processes = [
+        context.Process(target=_server_process_main, args=(settings, sock), name=f"ledgerhook-worker-{i}")
         for i in range(settings.workers)
     ]
     stop = threading.Event()
 
     def forward(sig: int, frame: FrameType | None) -> None:
         stop.set()
-        for worker in workers:
-            if worker.is_alive():
-                _signal(worker.pid, sig)
+        for process in processes:
+            if process.is_alive():
+                _signal(process.pid, sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    for worker in workers:
-        worker.start()
+    for process in processes:
+        process.start()
     log.info("gateway started", extra={"workers": settings.workers, "port": settings.port})
     while not stop.is_set():
-        dead = [w for w in workers if not w.is_alive()]
+        dead = [p for p in processes if not p.is_alive()]
         if dead:
-            # A worker that dies on its own means something is wrong; let the orchestrator restart us.
+            # A process that dies on its own means something is wrong; let the orchestrator restart us.
             log.error("gateway worker exited unexpectedly", extra={"exit_code": dead[0].exitcode})
-            for worker in workers:
-                if worker.is_alive():
-                    _signal(worker.pid, signal.SIGTERM)
-            for worker in workers:
-                worker.join()
+            for process in processes:
+                if process.is_alive():
+                    _signal(process.pid, signal.SIGTERM)
+            for process in processes:
+                process.join()
             return 1
         stop.wait(0.5)
-    for worker in workers:
-        worker.join()
+    for process in processes:
+        process.join()
     sock.close()
-    # A worker still starting when the signal came dies of it before serving anything: also clean.
+    # A process still starting when the signal came dies of it before serving anything: also clean.
     clean = {0, -signal.SIGTERM, -signal.SIGINT}
-    return 0 if all(w.exitcode in clean for w in workers) else 1
+    return 0 if all(p.exitcode in clean for p in processes) else 1
 
 
 def _signal(pid: int | None, sig: int) -> None:

@@ -1,11 +1,10 @@
-"""`ledgerhook worker`: the background process (the fan-out worker and the periodic tasks).
+"""`ledgerhook worker`: the worker process, running the fan-out worker and the periodic tasks.
 
-It opens the infrastructure once, runs a small list of tasks on it (each an `async run(stop)`), and
-serves `/livez`, `/readyz` and `/metrics` on `LEDGERHOOK_WORKER_PORT` for the orchestrator.
-SIGTERM (or Ctrl-C): `/readyz` turns 503, every task finishes what it is doing (the fan-out worker
-its current batch, committed), the producer is flushed, exit 0. A task that fails stops the others
-and the process exits 1, so the orchestrator restarts it. `ledgerhook dev` runs the same tasks
-in its own process, on the gateway's infrastructure (`running_worker_tasks`).
+It opens the infrastructure once, runs its tasks on it (each an `async run(stop)`) and serves the
+health endpoints on `LEDGERHOOK_WORKER_PORT`. On SIGTERM (or Ctrl-C) every task finishes what it is
+doing, the fan-out worker committing its current batch; a task that fails stops the others and the
+process exits 1, so the orchestrator restarts it. `ledgerhook dev` runs the same tasks in its own
+process (`running_worker_tasks`).
 """
 
 import asyncio
@@ -17,15 +16,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import uvicorn
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from fanout.dedupe import DedupePruner
 from fanout.pipeline import FanoutWorker, WorkerConfig, WorkerMetrics
-from gateway.runtime.health import Readiness, livez
+from gateway.runtime.health import Readiness, health_routes
 from gateway.runtime.infra import Infrastructure, open_infrastructure
 from gateway.runtime.kafka import connection_options
 from gateway.runtime.lifecycle import Lifecycle
@@ -121,22 +117,8 @@ class _HealthServer(uvicorn.Server):
 
 
 def health_app(lifecycle: Lifecycle, infra: Infrastructure, registry: CollectorRegistry) -> Starlette:
-    """`/livez`, `/readyz` (broker and database, 503 while stopping) and `/metrics` of the worker."""
-    readiness = Readiness(lifecycle, infra.producer, infra.pool)
-
-    async def readyz(request: Request) -> Response:
-        return await readiness(request)
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    return Starlette(
-        routes=[
-            Route("/livez", livez, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ]
-    )
+    """The worker's health endpoints: `/readyz` checks the broker and the database (503 while stopping)."""
+    return Starlette(routes=health_routes(Readiness(lifecycle, infra.producer, infra.pool).readyz, registry))
 
 
 async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -172,7 +154,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
             await health_task
 
 
-def run_fanout_worker(settings: Settings) -> int:
+def run_worker_process(settings: Settings) -> int:
     """`ledgerhook worker`: run until SIGTERM or Ctrl-C; 0 on a clean stop, 1 when a task failed."""
     configure_logging(settings.log_level)
 

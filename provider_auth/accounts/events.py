@@ -1,16 +1,9 @@
-"""The interface through which provider_auth reports connection state changes.
+"""The `integrated_account:*` events of connections, and the interfaces they travel through.
 
-provider_auth decides *when* a connection breaks or comes back; it does not know how connections
-are stored or how events are published. Whoever wires it (gateway) passes an implementation
-(`fanout.account_events.AccountEvents`) that moves the connections' status and publishes
-`integrated_account:authentication_error` / `integrated_account:reactivated`.
-
-Both methods are called inside provider_auth's own transaction (the one holding the grant's row
-lock), on that transaction's connection: the implementation must do its status change in `conn`
-and return only once any event it publishes is acknowledged by the broker, so that a crash before
-the commit publishes nothing that the database does not also say (at worst an event is published
-again with the same id). Each must be idempotent per transition: a connection already in the target
-state yields no event.
+provider_auth decides *when* a connection breaks or comes back (the token manager calls
+`ConnectionEvents`); `provider_auth.accounts.status` moves the connection's status and hands each
+real transition, as an `AccountEvent`, to an `AccountEventSink` that the wiring (gateway) passes in
+(`fanout.account_events` publishes them on Kafka). Schemas and ids: docs/events.md.
 """
 
 from collections.abc import Sequence
@@ -21,7 +14,17 @@ from typing import Protocol
 
 import asyncpg
 
-__all__ = ["AuthFailure", "AuthFailureReason", "ConnectionEvents", "ReactivationReason"]
+from provider_auth.providers import Provider
+
+__all__ = [
+    "AccountEvent",
+    "AccountEventSink",
+    "AccountEventType",
+    "AuthFailure",
+    "AuthFailureReason",
+    "ConnectionEvents",
+    "ReactivationReason",
+]
 
 
 class AuthFailureReason(StrEnum):
@@ -40,6 +43,13 @@ class ReactivationReason(StrEnum):
     RECOVERED = "recovered"  # the provider answered again after a `refresh_unavailable` outage
 
 
+class AccountEventType(StrEnum):
+    """The CloudEvents `type` of a connection's status transition."""
+
+    AUTHENTICATION_ERROR = "integrated_account:authentication_error"
+    REACTIVATED = "integrated_account:reactivated"
+
+
 @dataclass(frozen=True, slots=True)
 class AuthFailure:
     """A grant that stopped working, as reported for each of its connections."""
@@ -51,8 +61,41 @@ class AuthFailure:
     occurred_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """One connection's real status transition, to be published."""
+
+    type: AccountEventType
+    connection_id: str
+    tenant_id: str
+    provider: Provider
+    provider_account_id: str
+    reason: AuthFailureReason | ReactivationReason
+    # The provider's own error code and description, when it gave one (never a token).
+    provider_error: str | None
+    occurred_at: datetime
+    # When the connection entered the state this transition leaves. With the type and the connection
+    # it identifies the transition: a retry after a failed commit finds the same value again.
+    left_at: datetime
+
+
+class AccountEventSink(Protocol):
+    """Where status transitions are published."""
+
+    async def publish(self, event: AccountEvent) -> None:
+        """Publish `event`; return only once the broker acknowledged it."""
+        ...
+
+
 class ConnectionEvents(Protocol):
-    """Moves connections between working and broken, publishing one event per real transition."""
+    """Moves connections between working and broken, publishing one event per real transition.
+
+    Both methods are called inside the caller's transaction (the one holding the grant's row lock),
+    on that transaction's connection: the status change is made in `conn`, and each event is
+    acknowledged before the method returns, so a crash before the commit publishes nothing that the
+    database does not also say (at worst an event is published again, with the same id). A
+    connection already in the target state yields no event.
+    """
 
     async def broken(
         self, conn: asyncpg.Connection, connection_ids: Sequence[str], failure: AuthFailure

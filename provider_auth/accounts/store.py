@@ -1,7 +1,8 @@
 """Connections in PostgreSQL: who (tenant) connected which provider account, and in what state.
 
 The admin API manages them; the fan-out worker routes by them; webhook secrets of per-connection
-endpoints are stored encrypted with the key ring (never returned by any endpoint).
+endpoints are stored encrypted with the key ring (never returned by any endpoint). Statuses and what
+they do: docs/admin-api.md.
 """
 
 from collections.abc import Mapping, Sequence
@@ -13,13 +14,18 @@ from typing import Any
 import asyncpg
 import orjson
 
-from provider_auth.ids import uuid7
+from provider_auth.ids import canonical_uuid, uuid7
 from provider_auth.providers import Provider
 from provider_auth.vault import KeyRing
 
 
 class ConnectionStatus(StrEnum):
-    """Lifecycle of a connection; only `disconnected` ones stop receiving events."""
+    """Lifecycle of a connection.
+
+    `paused`: its webhooks are still accepted, but its change events go to quarantine (reason
+    `paused`) until it is active again; `disconnected`: its endpoint is gone and nothing is routed to
+    it until it is reconnected.
+    """
 
     ACTIVE = "active"
     NEEDS_REAUTH = "needs_reauth"
@@ -32,7 +38,7 @@ class ConnectionExists(Exception):
 
 
 class MissingKeyRing(Exception):
-    """A webhook secret was given, but no `LEDGERHOOK_ENCRYPTION_KEYS` is configured to protect it."""
+    """Webhook secrets are to be stored or re-encrypted, but no `LEDGERHOOK_ENCRYPTION_KEYS` is configured."""
 
 
 class _Unset(Enum):
@@ -40,6 +46,7 @@ class _Unset(Enum):
 
 
 UNSET = _Unset.UNSET
+_FIRST_ID = "00000000-0000-0000-0000-000000000000"  # below every id: where a pass over all rows starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +66,14 @@ class Connection:
 
     @property
     def receives_events(self) -> bool:
-        """Every connection but a disconnected one gets its account's events."""
+        """Every connection but a disconnected one: its webhooks are accepted and its account's
+        changes routed for it (to quarantine while it is `paused`)."""
         return self.status is not ConnectionStatus.DISCONNECTED
+
+    @property
+    def paused(self) -> bool:
+        """Paused: its change events are held in quarantine until it is resumed."""
+        return self.status is ConnectionStatus.PAUSED
 
 
 _COLUMNS = (
@@ -84,14 +97,16 @@ def _row(record: Mapping[str, Any]) -> Connection:
     )
 
 
-def webhook_secrets_aad(connection_id: str) -> bytes:
-    """Associated data of a connection's sealed webhook secrets (also used when re-encrypting)."""
+def _webhook_secrets_aad(connection_id: str) -> bytes:
     # Binds the ciphertext to its row: copied to another connection, it no longer decrypts.
     return f"connection:{connection_id}:webhook_secrets".encode()
 
 
 class ConnectionStore:
-    """CRUD and routing lookups for connections, on a pool handed in by the caller."""
+    """CRUD, routing lookups and webhook secret re-encryption, on a pool handed in by the caller.
+
+    Status transitions driven by credentials are `provider_auth.accounts.status`'s.
+    """
 
     def __init__(self, pool: asyncpg.Pool, keyring: KeyRing | None) -> None:
         self._pool = pool
@@ -100,9 +115,9 @@ class ConnectionStore:
     def _seal(self, connection_id: str, secrets: Sequence[str]) -> bytes | None:
         if not secrets:
             return None
-        if self._keyring is None:
-            raise MissingKeyRing("set LEDGERHOOK_ENCRYPTION_KEYS to store webhook secrets")
-        return self._keyring.encrypt(orjson.dumps(list(secrets)), webhook_secrets_aad(connection_id))
+        return self._require_keyring().encrypt(
+            orjson.dumps(list(secrets)), _webhook_secrets_aad(connection_id)
+        )
 
     async def create(
         self,
@@ -139,9 +154,10 @@ class ConnectionStore:
 
     async def get(self, connection_id: str) -> Connection | None:
         """The connection, or None (also for ids that are not UUIDs)."""
-        if not _is_uuid(connection_id):
+        key = canonical_uuid(connection_id)
+        if key is None:
             return None
-        record = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM connections WHERE id = $1", connection_id)
+        record = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM connections WHERE id = $1", key)
         return _row(record) if record else None
 
     async def page(
@@ -154,7 +170,8 @@ class ConnectionStore:
         limit: int = 50,
     ) -> list[Connection]:
         """A page of connections in id (creation) order, after the cursor `after`."""
-        if after is not None and not _is_uuid(after):
+        cursor = canonical_uuid(after) if after is not None else None
+        if after is not None and cursor is None:
             return []
         records = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM connections"
@@ -164,7 +181,7 @@ class ConnectionStore:
             tenant_id,
             provider.value if provider else None,
             status.value if status else None,
-            after,
+            cursor,
             limit,
         )
         return [_row(r) for r in records]
@@ -179,10 +196,11 @@ class ConnectionStore:
         webhook_secrets: Sequence[str] | _Unset = UNSET,
     ) -> Connection | None:
         """Change the given fields; None when there is no such connection."""
-        if not _is_uuid(connection_id):
+        key = canonical_uuid(connection_id)
+        if key is None:
             return None
         sets: list[str] = []
-        values: list[Any] = [connection_id]
+        values: list[Any] = [key]
         for column, value in (("display_name", display_name), ("status", status)):
             if value is not UNSET:
                 values.append(value.value if isinstance(value, ConnectionStatus) else value)
@@ -191,7 +209,7 @@ class ConnectionStore:
             values.append(orjson.dumps(dict(metadata)).decode())
             sets.append(f"metadata = ${len(values)}::jsonb")
         if webhook_secrets is not UNSET:
-            values.append(self._seal(connection_id, webhook_secrets))
+            values.append(self._seal(key, webhook_secrets))
             sets.append(f"webhook_secrets = ${len(values)}")
         sets.append("updated_at = now()")
         record = await self._pool.fetchrow(
@@ -215,22 +233,57 @@ class ConnectionStore:
 
     async def webhook_secrets(self, connection_id: str) -> list[str]:
         """The connection's active webhook secrets, decrypted; [] when it has none."""
-        if not _is_uuid(connection_id):
+        key = canonical_uuid(connection_id)
+        if key is None:
             return []
-        sealed = await self._pool.fetchval(
-            "SELECT webhook_secrets FROM connections WHERE id = $1", connection_id
-        )
+        sealed = await self._pool.fetchval("SELECT webhook_secrets FROM connections WHERE id = $1", key)
         if sealed is None or self._keyring is None:
             return []
-        secrets: list[str] = orjson.loads(self._keyring.decrypt(sealed, webhook_secrets_aad(connection_id)))
+        secrets: list[str] = orjson.loads(self._keyring.decrypt(sealed, _webhook_secrets_aad(key)))
         return secrets
 
+    async def reencrypt_webhook_secrets(self, batch: int = 500) -> tuple[int, int]:
+        """Re-encrypt webhook secrets under the key ring's current key, in batches, each row under
+        its row lock; returns (re-encrypted, still under another key)."""
+        keyring = self._require_keyring()
+        changed, last = 0, _FIRST_ID
+        while True:
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "SELECT id, webhook_secrets FROM connections"
+                    " WHERE id > $1 AND webhook_secrets IS NOT NULL"
+                    " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    last,
+                    batch,
+                )
+                for row in rows:
+                    sealed = row["webhook_secrets"]
+                    if not keyring.needs_rotation(sealed):
+                        continue
+                    connection_id = str(row["id"])
+                    # updated_at stays: the connection itself did not change.
+                    await conn.execute(
+                        "UPDATE connections SET webhook_secrets = $2 WHERE id = $1",
+                        connection_id,
+                        keyring.reencrypt(sealed, _webhook_secrets_aad(connection_id)),
+                    )
+                    changed += 1
+            if len(rows) < batch:
+                break
+            last = str(rows[-1]["id"])
+        return changed, await self._count_stale_webhook_secrets(keyring)
 
-def _is_uuid(value: str) -> bool:
-    import uuid
+    async def _count_stale_webhook_secrets(self, keyring: KeyRing) -> int:
+        """Connections whose webhook secrets are still under a key other than the current one."""
+        stale = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            async for row in conn.cursor(
+                "SELECT webhook_secrets FROM connections WHERE webhook_secrets IS NOT NULL"
+            ):
+                stale += keyring.needs_rotation(row["webhook_secrets"])
+        return stale
 
-    try:
-        uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True
+    def _require_keyring(self) -> KeyRing:
+        if self._keyring is None:
+            raise MissingKeyRing("set LEDGERHOOK_ENCRYPTION_KEYS to store webhook secrets")
+        return self._keyring

@@ -9,7 +9,7 @@ does next:
 - `transient`: the provider did not decide (5xx, 429, an unknown or malformed answer, a request that
   never left: connection refused, DNS, connect timeout);
 - `lost`: the request was sent but no answer came back (timeout, connection dropped mid-way). For a
-  rotating provider the refresh token may have been used up: see the token manager for the rules.
+  rotating provider the refresh token may have been used up (docs/tokens.md, "Lost answers").
 
 Token values never appear in exceptions, logs or reprs.
 """
@@ -44,7 +44,8 @@ JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # RFC 6749 section 5.2: the client is unknown or not allowed this grant type. Both are as final as a
 # dead grant: retrying cannot fix them, a person must.
 PERMANENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
-# NetSuite help ("The Request Token Structure"): exp must be less than 60 minutes after iat.
+# NetSuite help ("The Request Token Structure"): exp must be less than 60 minutes after iat
+# (docs/providers.md, NetSuite).
 ASSERTION_LIFETIME = 50 * 60
 _DESCRIPTION_LIMIT = 200
 
@@ -152,7 +153,7 @@ class TokenClient:
         """Revoke a token at the provider's revocation endpoint; True when the provider confirmed.
 
         Intuit ("Revoke a token"): POST {"token": ...} as JSON with Basic client auth; revoking the
-        refresh token ends the whole grant.
+        refresh token ends the whole grant (docs/providers.md, QuickBooks Online).
         """
         spec = oauth_spec(app.provider)
         url = app.revoke_url or spec.revoke_endpoint
@@ -180,7 +181,8 @@ class TokenClient:
 
         Xero developer docs ("Connections"): GET https://api.xero.com/connections lists the tenants
         of the token's grant, each with its own connection `id`; DELETE on that id disconnects the
-        tenant (204). True when Xero confirmed or the tenant was no longer connected.
+        tenant (204) (docs/providers.md, Xero). True when Xero confirmed or the tenant was no longer
+        connected.
         """
         base = app.api_base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
@@ -279,7 +281,8 @@ def _interpret(
     if isinstance(error, str) and error:
         description = data.get("error_description")
         description = description[:_DESCRIPTION_LIMIT] if isinstance(description, str) else None
-        # Zoho answers a dead refresh token with HTTP 200 and {"error": "invalid_code"}.
+        # Zoho answers a dead refresh token with HTTP 200 and {"error": "invalid_code"}
+        # (docs/providers.md, Zoho Books).
         permanent = error in spec.dead_grant_errors or error in PERMANENT_ERRORS
         kind: ErrorKind = "permanent" if permanent and status < 500 else "transient"
         raise TokenRequestError(
@@ -299,7 +302,8 @@ def _interpret(
     expires_in = _seconds(data.get("expires_in"))
     refresh = data.get("refresh_token")
     # Intuit: x_refresh_token_expires_in is the time left on the refresh token (rolling 100 days,
-    # capped by the 5-year limit). Other providers that say it use refresh_token_expires_in.
+    # capped by the 5-year limit; docs/providers.md, QuickBooks Online). Other providers that say
+    # it use refresh_token_expires_in.
     refresh_expires_in = _seconds(
         data.get("x_refresh_token_expires_in", data.get("refresh_token_expires_in"))
     )

@@ -1,9 +1,9 @@
 """What each provider's OAuth server does, as data: one `OAuthSpec` per provider slug.
 
 The token client and the token manager are generic; everything provider-specific about tokens sits
-here, so a fact found wrong is a one-line change. Facts come from the project's provider notes
-(PROVIDERS.md, "OAuth tokens") and the providers' docs, cited per entry; where no primary source
-confirmed a fact the entry says "unverified" and picks the value that fails safe.
+here, so a fact found wrong is a one-line change. Facts come from docs/providers.md (one section per
+provider) and the providers' own docs, cited per entry; where no primary source confirmed a fact the
+entry says "unverified" and picks the value that fails safe.
 
 URLs are templates: `{account}` is the NetSuite account id as it appears in its domain (lower case,
 `_` -> `-`), `{accounts_server}` / `{api_domain}` the Zoho data centre's servers. A URL without
@@ -68,7 +68,7 @@ class OAuthSpec:
 
 # Zoho: "Multi DC support" (accounts/protocol/oauth/multi-dc): each data centre has its own accounts
 # server, and a token must be refreshed at the server of the DC the user registered in. The API
-# domains follow the same split (www.zohoapis.<tld>).
+# domains follow the same split (www.zohoapis.<tld>) (docs/providers.md, Zoho Books).
 @dataclass(frozen=True, slots=True)
 class ZohoDataCentre:
     """A Zoho data centre: where its tokens are refreshed and where its APIs answer."""
@@ -98,6 +98,7 @@ SPECS: Mapping[Provider, OAuthSpec] = MappingProxyType(
         # (5-year hard cap, announced 2025), and "the value can change on any refresh: always store the
         # latest". No grace for a superseded refresh token is documented, so none is assumed. Revoke:
         # POST {"token": ...} as JSON with Basic auth to developer.api.intuit.com.
+        # (docs/providers.md, QuickBooks Online)
         Provider.QUICKBOOKS: OAuthSpec(
             provider=Provider.QUICKBOOKS,
             oauth_endpoint="https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
@@ -114,7 +115,7 @@ SPECS: Mapping[Provider, OAuthSpec] = MappingProxyType(
         # the refresh token rotates on every use and expires after 60 days unused; "if you don't
         # receive the response, you can retry with the previous refresh token for 30 minutes".
         # One token set covers every tenant the user connected; a tenant is given back with
-        # DELETE https://api.xero.com/connections/{connectionId}.
+        # DELETE https://api.xero.com/connections/{connectionId}. (docs/providers.md, Xero)
         Provider.XERO: OAuthSpec(
             provider=Provider.XERO,
             oauth_endpoint="https://identity.xero.com/connect/token",
@@ -130,6 +131,7 @@ SPECS: Mapping[Provider, OAuthSpec] = MappingProxyType(
         # user's data centre; access token 1 h (the response names `api_domain`); the refresh token
         # never expires and never rotates. A revoked refresh token answers {"error":"invalid_code"}
         # (Zoho "Token Validity"), reported with HTTP 200 by SDK issues: it is a dead grant too.
+        # (docs/providers.md, Zoho Books)
         Provider.ZOHO_BOOKS: OAuthSpec(
             provider=Provider.ZOHO_BOOKS,
             oauth_endpoint="{accounts_server}/oauth/v2/token",
@@ -143,6 +145,7 @@ SPECS: Mapping[Provider, OAuthSpec] = MappingProxyType(
         ),
         # FreshBooks API docs ("Authentication"): client_id/client_secret in the body; access token
         # 12 h; the refresh token never expires but is single use (each refresh returns a new one).
+        # (docs/providers.md, FreshBooks)
         Provider.FRESHBOOKS: OAuthSpec(
             provider=Provider.FRESHBOOKS,
             oauth_endpoint="https://api.freshbooks.com/auth/oauth/token",
@@ -159,6 +162,7 @@ SPECS: Mapping[Provider, OAuthSpec] = MappingProxyType(
         # default, counted from consent: unverified whether use extends them). Access token 60 min.
         # Client credentials: a JWT assertion (PS256/ES256 family, kid = certificate id, iss =
         # client id, aud = token endpoint, exp < 60 min after iat) and no refresh token.
+        # (docs/providers.md, NetSuite)
         Provider.NETSUITE: OAuthSpec(
             provider=Provider.NETSUITE,
             oauth_endpoint="https://{account}.suitetalk.api.netsuite.com/services/rest/auth/oauth2/v1/token",
@@ -173,6 +177,7 @@ SPECS: Mapping[Provider, OAuthSpec] = MappingProxyType(
         # Sage Intacct developer portal ("OAuth 2.0 authorization"): client_id/client_secret in the
         # body; access tokens are JWTs. Lifetimes and rotation: unverified, so a new refresh token is
         # always taken when one is returned and none is assumed to survive a lost response.
+        # (docs/providers.md, Sage Intacct)
         Provider.SAGE_INTACCT: OAuthSpec(
             provider=Provider.SAGE_INTACCT,
             oauth_endpoint="https://api.intacct.com/ia/api/v1/oauth2/token",

@@ -11,29 +11,27 @@ from provider_auth.accounts.events import (
     ReactivationReason,
 )
 from provider_auth.tokens.errors import (
+    ConnectionPaused,
     NoCredentials,
     ProviderNotConfigured,
     ReauthRequired,
     TokenError,
     TokenUnavailable,
 )
-from provider_auth.tokens.manager import (
-    AccessToken,
-    ConnectionRef,
-    Credentials,
-    CredentialsState,
-    DisconnectResult,
-    TokenManager,
-    TokenPolicy,
-)
+from provider_auth.tokens.grants import GrantStatus, GrantType
+from provider_auth.tokens.handover import ConnectionRef, Credentials, CredentialsState
+from provider_auth.tokens.manager import AccessToken, RefreshOutcome, TokenManager
 from provider_auth.tokens.metrics import TokenMetrics
-from provider_auth.tokens.store import CredentialStore, GrantStatus, GrantType
+from provider_auth.tokens.policy import TokenPolicy
+from provider_auth.tokens.revoke import DisconnectResult
+from provider_auth.tokens.store import CredentialStore
 
 __all__ = [
     "AccessToken",
     "AuthFailure",
     "AuthFailureReason",
     "ConnectionEvents",
+    "ConnectionPaused",
     "ConnectionRef",
     "CredentialStore",
     "Credentials",
@@ -45,6 +43,7 @@ __all__ = [
     "ProviderNotConfigured",
     "ReactivationReason",
     "ReauthRequired",
+    "RefreshOutcome",
     "TokenError",
     "TokenManager",
     "TokenMetrics",

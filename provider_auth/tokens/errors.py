@@ -1,6 +1,22 @@
-"""What `TokenManager` raises instead of a token. None of them ever carries a token value."""
+"""What `TokenManager` raises instead of a token, and which error a grant's state calls for.
 
-__all__ = ["NoCredentials", "ProviderNotConfigured", "ReauthRequired", "TokenError", "TokenUnavailable"]
+None of them ever carries a token value.
+"""
+
+from provider_auth.accounts.events import AuthFailureReason
+from provider_auth.tokens.grants import GrantRecord, GrantStatus
+from provider_auth.tokens.policy import retry_in
+
+__all__ = [
+    "ConnectionPaused",
+    "NoCredentials",
+    "ProviderNotConfigured",
+    "ReauthRequired",
+    "TokenError",
+    "TokenUnavailable",
+    "reauth_required",
+    "unusable",
+]
 
 
 class TokenError(Exception):
@@ -9,6 +25,10 @@ class TokenError(Exception):
 
 class NoCredentials(TokenError):
     """The connection has no stored credentials (never handed over, or disconnected)."""
+
+
+class ConnectionPaused(TokenError):
+    """The connection is paused: its tokens are not handed out (or refreshed) until it is resumed."""
 
 
 class ReauthRequired(TokenError):
@@ -36,3 +56,21 @@ class TokenUnavailable(TokenError):
 
 class ProviderNotConfigured(TokenError):
     """No client id and secret are configured for the provider (`LEDGERHOOK_<PROVIDER>_CLIENT_ID`)."""
+
+
+def reauth_required(record: GrantRecord) -> ReauthRequired:
+    """The error for a grant in `needs_reauth`, with the reason its last error recorded."""
+    reason = (record.last_error or "invalid_grant").split(":", 1)[0]
+    if reason not in {r.value for r in AuthFailureReason}:
+        reason = AuthFailureReason.INVALID_GRANT.value
+    return ReauthRequired(f"the grant needs reauthorization ({reason})", reason)
+
+
+def unusable(record: GrantRecord, now: float) -> TokenError | None:
+    """The error a caller gets at once, without calling the provider, for a grant that cannot serve
+    it now; None when the grant may serve (or be refreshed for) a caller."""
+    if record.status is GrantStatus.NEEDS_REAUTH:
+        return reauth_required(record)
+    if record.status is GrantStatus.UNAVAILABLE:
+        return TokenUnavailable("the provider is unavailable", retry_in(record.next_attempt_at, now))
+    return None

@@ -1,14 +1,11 @@
 """The proactive refresher: renews tokens before anyone has to wait for them, part of `ledgerhook worker`.
 
-Each pass leases the grants whose `refresh_due_at` has come (see `CredentialStore.claim_due`:
-`FOR UPDATE SKIP LOCKED` plus a lease, so any number of replicas share the work without doing it
-twice) and refreshes each through `TokenManager.refresh_grant`, which takes the grant's row lock and
-re-reads it like every other refresh: a grant a caller refreshed in between is simply not due any
-more. Due times are set when tokens are stored: ahead of the access token's expiry by the window
-plus a random jitter (so ten thousand tokens stored at once do not come due at once), or before an
-idle refresh token's inactivity expiry (Xero 60 days, QuickBooks 100 days rolling), or at the next
-retry after a failure. Grants that need reauthorization are never due; grants marked unavailable
-are, and their first success reports the connections back.
+Each pass leases the grants whose `refresh_due_at` has come (`CredentialStore.claim_due`: any
+number of replicas share the work without doing it twice) and refreshes each through
+`TokenManager.refresh_grant`, the same locked path as a caller's refresh. Grants that need
+reauthorization are never due; grants serving only paused connections wait until one is resumed.
+When grants come due: `provider_auth.tokens.policy.due_at`; the rest in docs/tokens.md ("The
+proactive refresher").
 """
 
 import asyncio

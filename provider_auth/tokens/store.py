@@ -9,49 +9,39 @@ others use the pool. `queries` counts the statements sent (for the benchmark and
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 import asyncpg
 import orjson
 
+from provider_auth.accounts.store import ConnectionStatus
+from provider_auth.ids import canonical_uuid
 from provider_auth.oauth.apps import GrantParams
 from provider_auth.providers import Provider
+from provider_auth.tokens.grants import ConnectionGrant, GrantRecord, GrantStatus, GrantType, NewTokens
 from provider_auth.vault import KeyRing
 
-__all__ = [
-    "FINGERPRINTS_KEPT",
-    "CredentialStore",
-    "GrantRecord",
-    "GrantStatus",
-    "GrantType",
-    "NewTokens",
-    "epoch",
-    "fingerprint",
-    "timestamp",
-]
+__all__ = ["FINGERPRINTS_KEPT", "CredentialStore", "epoch", "fingerprint", "timestamp"]
 
 # How many superseded refresh tokens a grant still recognises when a token set is handed over late.
 FINGERPRINTS_KEPT = 5
 
-
-class GrantStatus(StrEnum):
-    """Whether a grant's tokens can be used."""
-
-    ACTIVE = "active"
-    NEEDS_REAUTH = "needs_reauth"
-    UNAVAILABLE = "unavailable"
-
-
-class GrantType(StrEnum):
-    """How a grant gets new access tokens."""
-
-    REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a grant type name, not a secret
-    CLIENT_CREDENTIALS = "client_credentials"
+# A grant is refreshed ahead of time only while it serves a connection in use: one that is
+# neither paused nor disconnected (a grant may serve several connections).
+_SERVES_A_CONNECTION_IN_USE = (
+    "EXISTS (SELECT 1 FROM oauth_connection_grants l JOIN connections c ON c.id = l.connection_id"
+    f" WHERE l.grant_id = g.id AND c.status NOT IN ('{ConnectionStatus.PAUSED.value}',"
+    f" '{ConnectionStatus.DISCONNECTED.value}'))"
+)
 
 
+@overload
+def timestamp(seconds: float) -> datetime: ...
+@overload
+def timestamp(seconds: None) -> None: ...
+@overload
+def timestamp(seconds: float | None) -> datetime | None: ...
 def timestamp(seconds: float | None) -> datetime | None:
     """Epoch seconds as an aware UTC datetime (None stays None)."""
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
@@ -68,44 +58,6 @@ def fingerprint(refresh_token: str) -> bytes:
     Refresh tokens are long random strings, so the digest reveals nothing usable.
     """
     return hashlib.sha256(refresh_token.encode()).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class GrantRecord:
-    """One `oauth_grants` row; tokens still sealed (see `CredentialStore.open_*`)."""
-
-    id: str
-    provider: Provider
-    grant_type: GrantType
-    status: GrantStatus
-    sealed_access: bytes | None = field(repr=False)
-    access_expires_at: float | None
-    sealed_refresh: bytes | None = field(repr=False)
-    refresh_expires_at: float | None
-    scope: str | None
-    params: GrantParams
-    extra: dict[str, str]
-    token_version: int
-    refreshed_at: float | None
-    refresh_due_at: float | None
-    lost_at: float | None
-    failure_count: int
-    next_attempt_at: float | None
-    last_error: str | None
-    # Fingerprint of the current refresh token (None without one).
-    current_fingerprint: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class NewTokens:
-    """Tokens to store. `refresh_token` None keeps the stored one (non-rotating providers)."""
-
-    access_token: str | None = field(repr=False)
-    access_expires_at: float | None
-    refresh_token: str | None = field(repr=False)
-    refresh_expires_at: float | None
-    scope: str | None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 _COLUMNS = (
@@ -141,6 +93,13 @@ def _record(row: asyncpg.Record) -> GrantRecord:
     )
 
 
+def _existing(row: asyncpg.Record | None, grant_id: str) -> GrantRecord:
+    """The row a write on a locked or new grant returned; it cannot be missing."""
+    if row is None:
+        raise LookupError(f"grant {grant_id} does not exist")
+    return _record(row)
+
+
 def _aad(grant_id: str, purpose: str) -> bytes:
     return f"oauth_grant:{grant_id}:{purpose}".encode()
 
@@ -173,17 +132,28 @@ class CredentialStore:
 
     # ----- reads -------------------------------------------------------------------------
 
-    async def for_connection(self, connection_id: str) -> tuple[GrantRecord, str] | None:
-        """The grant a connection uses and the connection's provider account id (no lock)."""
-        if not _is_uuid(connection_id):
+    async def for_connection(self, connection_id: str) -> ConnectionGrant | None:
+        """The grant a connection uses, with the connection's provider account id and status (no lock).
+
+        None when the connection has no credentials (or the id is not a UUID).
+        """
+        canonical = canonical_uuid(connection_id)
+        if canonical is None:
             return None
         self.queries += 1
+        # The status comes from a subquery: `connections` shares column names with oauth_grants.
         row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS}, l.provider_account_id FROM oauth_connection_grants l"
-            " JOIN oauth_grants g ON g.id = l.grant_id WHERE l.connection_id = $1",
-            connection_id,
+            f"SELECT {_COLUMNS}, l.provider_account_id,"
+            " (SELECT status FROM connections WHERE id = l.connection_id) AS connection_status"
+            " FROM oauth_connection_grants l JOIN oauth_grants g ON g.id = l.grant_id"
+            " WHERE l.connection_id = $1",
+            canonical,
         )
-        return (_record(row), row["provider_account_id"]) if row else None
+        if row is None:
+            return None
+        return ConnectionGrant(
+            _record(row), row["provider_account_id"], ConnectionStatus(row["connection_status"])
+        )
 
     async def lock(self, conn: asyncpg.Connection, grant_id: str) -> GrantRecord | None:
         """The grant row, locked until the transaction ends (other lockers wait, then see our writes)."""
@@ -224,15 +194,6 @@ class CredentialStore:
         )
         return _record(row) if row else None
 
-    async def is_current_fingerprint(self, conn: asyncpg.Connection, grant_id: str, digest: bytes) -> bool:
-        """True when `digest` is the fingerprint of the grant's current refresh token."""
-        self.queries += 1
-        return bool(
-            await conn.fetchval(
-                "SELECT fingerprints[1] = $2 FROM oauth_grants WHERE id = $1", grant_id, digest
-            )
-        )
-
     # ----- writes ------------------------------------------------------------------------
 
     async def create_grant(
@@ -244,20 +205,21 @@ class CredentialStore:
         tokens: NewTokens,
         params: GrantParams,
         due_at: float | None,
-    ) -> str:
-        """A new active grant holding `tokens`; returns its id."""
+    ) -> GrantRecord:
+        """A new active grant holding `tokens`."""
         grant_id = str(uuid.uuid4())
         self.queries += 1
-        await conn.execute(
+        row = await conn.fetchrow(
             "INSERT INTO oauth_grants (id, provider, grant_type, access_token, access_expires_at,"
             " refresh_token, refresh_expires_at, fingerprints, scope, params, extra, refresh_due_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12)"
+            f" RETURNING {_COLUMNS}",
             grant_id,
             provider.value,
             grant_type.value,
             *self._token_values(grant_id, tokens, params, due_at),
         )
-        return grant_id
+        return _existing(row, grant_id)
 
     def _token_values(
         self, grant_id: str, tokens: NewTokens, params: GrantParams, due_at: float | None
@@ -284,42 +246,65 @@ class CredentialStore:
         tokens: NewTokens,
         params: GrantParams,
         due_at: float | None,
-    ) -> int:
-        """Handed-over credentials replace a grant's tokens and state: active, no failures.
-
-        Returns the new token version.
-        """
+    ) -> GrantRecord:
+        """Handed-over credentials replace a grant's tokens and state: active, no failures."""
         self.queries += 1
-        version: int = await conn.fetchval(
+        row = await conn.fetchrow(
             "UPDATE oauth_grants SET grant_type = $2, status = 'active', access_token = $3,"
             " access_expires_at = $4, refresh_token = $5, refresh_expires_at = $6, fingerprints = $7,"
             " scope = $8, params = $9::jsonb, extra = $10::jsonb, token_version = token_version + 1,"
             " refreshed_at = NULL, refresh_due_at = $11, claimed_until = NULL, lost_at = NULL,"
             " failure_count = 0, next_attempt_at = NULL, last_error = NULL, updated_at = now()"
-            " WHERE id = $1 RETURNING token_version",
+            f" WHERE id = $1 RETURNING {_COLUMNS}",
             grant_id,
             grant_type.value,
             *self._token_values(grant_id, tokens, params, due_at),
         )
-        return version
+        return _existing(row, grant_id)
 
     async def save_refreshed(
         self,
-        conn: asyncpg.Connection | asyncpg.Pool,
+        conn: asyncpg.Connection,
         grant_id: str,
         *,
         tokens: NewTokens,
         rotated: bool,
         now: float,
         due_at: float | None,
-        expected_version: int | None = None,
-    ) -> GrantRecord | None:
+    ) -> GrantRecord:
         """Store the result of a refresh: new tokens, active, failures cleared, version bumped.
 
-        With `expected_version` the write happens only if no other token set was stored since
-        (compare-and-set, for a write that lost its lock); returns the updated row, or None when
-        the compare failed.
+        `rotated`: `tokens.refresh_token` replaces the stored one. The caller holds the row lock.
         """
+        row = await self._save_refreshed(conn, grant_id, tokens, rotated, now, due_at, None)
+        return _existing(row, grant_id)
+
+    async def save_refreshed_if_unchanged(
+        self,
+        conn: asyncpg.Connection,
+        grant_id: str,
+        *,
+        tokens: NewTokens,
+        rotated: bool,
+        now: float,
+        due_at: float | None,
+        token_version: int,
+    ) -> GrantRecord | None:
+        """`save_refreshed` only if the grant still holds `token_version` (compare-and-set, for a
+        write that lost its lock); None when another token set was stored since."""
+        row = await self._save_refreshed(conn, grant_id, tokens, rotated, now, due_at, token_version)
+        return _record(row) if row else None
+
+    async def _save_refreshed(
+        self,
+        conn: asyncpg.Connection,
+        grant_id: str,
+        tokens: NewTokens,
+        rotated: bool,
+        now: float,
+        due_at: float | None,
+        expected_version: int | None,
+    ) -> asyncpg.Record | None:
         sealed_refresh = self.seal(grant_id, "refresh_token", tokens.refresh_token) if rotated else None
         digest = fingerprint(tokens.refresh_token) if rotated and tokens.refresh_token else None
         self.queries += 1
@@ -346,7 +331,7 @@ class CredentialStore:
             timestamp(due_at),
             expected_version,
         )
-        return _record(row) if row else None
+        return row
 
     async def save_failure(
         self,
@@ -388,15 +373,6 @@ class CredentialStore:
             timestamp(due_at),
         )
 
-    async def set_due(self, conn: asyncpg.Connection, grant_id: str, due_at: float | None) -> None:
-        """Move the refresher's next look at a grant (and drop its lease)."""
-        self.queries += 1
-        await conn.execute(
-            "UPDATE oauth_grants SET refresh_due_at = $2, claimed_until = NULL WHERE id = $1",
-            grant_id,
-            timestamp(due_at),
-        )
-
     async def link(
         self, conn: asyncpg.Connection, connection_id: str, grant_id: str, provider_account_id: str
     ) -> None:
@@ -434,14 +410,18 @@ class CredentialStore:
 
         `FOR UPDATE SKIP LOCKED` skips rows another replica is claiming or refreshing right now,
         and the lease (`claimed_until`) keeps a claimed row out of the others' batches until it is
-        refreshed or the lease runs out (a replica that died mid-batch).
+        refreshed or the lease runs out (a replica that died mid-batch). A grant none of whose
+        connections is in use (all paused) is left alone, its due time untouched: resumed, it is
+        due again at once if its time came meanwhile.
         """
         self.queries += 1
         rows = await self.pool.fetch(
             "UPDATE oauth_grants SET claimed_until = $2 WHERE id IN ("
-            " SELECT id FROM oauth_grants WHERE status IN ('active', 'unavailable') AND refresh_due_at <= $1"
-            " AND (claimed_until IS NULL OR claimed_until <= $1)"
-            " ORDER BY refresh_due_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
+            " SELECT g.id FROM oauth_grants g"
+            " WHERE g.status IN ('active', 'unavailable') AND g.refresh_due_at <= $1"
+            " AND (g.claimed_until IS NULL OR g.claimed_until <= $1)"
+            f" AND {_SERVES_A_CONNECTION_IN_USE}"
+            " ORDER BY g.refresh_due_at LIMIT $3 FOR UPDATE OF g SKIP LOCKED) RETURNING id",
             timestamp(now),
             timestamp(now + lease),
             limit,
@@ -466,7 +446,6 @@ class CredentialStore:
         skipped and picked up by the next pass). Returns (rows re-encrypted, rows still under
         another key); run again while the second number is not zero.
         """
-        current = self._keyring.current_key_id
         changed = 0
         last = "00000000-0000-0000-0000-000000000000"
         while True:
@@ -486,7 +465,7 @@ class CredentialStore:
                             ("access_token", row["access_token"]),
                             ("refresh_token", row["refresh_token"]),
                         )
-                        if sealed is not None and KeyRing.key_id_of(sealed) != current
+                        if sealed is not None and self._keyring.needs_rotation(sealed)
                     }
                     if updates:
                         self.queries += 1
@@ -505,20 +484,11 @@ class CredentialStore:
 
     async def count_stale_keys(self) -> int:
         """Grants with a token still encrypted under a key other than the current one."""
-        current = self._keyring.current_key_id
         stale = 0
         self.queries += 1
         async with self.pool.acquire() as conn, conn.transaction():
             async for row in conn.cursor("SELECT access_token, refresh_token FROM oauth_grants"):
                 sealed_values: Sequence[bytes | None] = (row["access_token"], row["refresh_token"])
-                if any(s is not None and KeyRing.key_id_of(s) != current for s in sealed_values):
+                if any(s is not None and self._keyring.needs_rotation(s) for s in sealed_values):
                     stale += 1
         return stale
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True

@@ -1,9 +1,8 @@
 """FreshBooks webhooks: `X-FreshBooks-Hmac-SHA256` over a JSON rendering of the form fields.
 
-FreshBooks posts form-encoded events (`name=invoice.create&object_id=...&account_id=...`) and signs
-`json.dumps(form)` (Python's default separators and ASCII escaping, fields in the order sent, the
-first value of a repeated field), base64 HMAC-SHA256 keyed by the callback's verifier code
-(freshbooks.com/api/webhooks, and the FreshBooks Python SDK's webhook guide).
+FreshBooks signs `json.dumps` of the posted form (Python's default separators and ASCII escaping,
+fields in the order sent, the first value of a repeated field) with the callback's verifier code
+(docs/providers.md, FreshBooks).
 """
 
 import base64
@@ -41,11 +40,6 @@ class FreshBooksForm:
     def create(cls, verifiers: Iterable[str | bytes]) -> "FreshBooksForm":
         """A scheme checked against every verifier of the ring."""
         return cls(as_secrets(verifiers))
-
-    def sign(self, body: bytes, secret: bytes | None = None) -> str:
-        """The header value FreshBooks would send for `body`."""
-        digest = hmac_sha256(secret if secret is not None else self.secrets[0], signed_content(body))
-        return base64.b64encode(digest).decode()
 
     def verify(self, body: bytes, headers: Headers) -> Verdict:
         """OK when the header matches the signed form under any active verifier."""

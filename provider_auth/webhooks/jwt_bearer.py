@@ -1,10 +1,8 @@
-"""`Authorization: Bearer <JWT>` deliveries, verified against configured public keys.
+"""`Authorization: Bearer <JWT>` deliveries (Sage Intacct), verified against configured public keys.
 
-Sage Intacct's Platform Trigger "webhook delivery" (an early-adopter feature) sends a Bearer JWT and
-an `X-Trusted-Context` header, and recommends verifying the JWT's signature
-(developer.sage.com/intacct/docs/developer-portal/guides/webhooks). Its issuer, audience and signing
-keys are not published (PROVIDERS.md: unverified), so all three are configuration: keys as a JWKS
-document, a JSON list of PEM public keys, or PEM text; issuer and audience checked only when set.
+Sage Intacct publishes neither the issuer, the audience nor the signing keys of its webhook JWTs
+(docs/providers.md, Sage Intacct), so all three are configuration: keys as a JWKS document, a JSON
+list of PEM public keys, or PEM text; issuer and audience checked only when set.
 
 Rules, whatever the sender: RS256 (RSA, 2048 bits or more) or ES256 (P-256) only, each key bound
 to its own algorithm (no algorithm confusion, never `none` or HMAC); `exp` is required; a `kid` in

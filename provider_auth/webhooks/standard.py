@@ -1,9 +1,8 @@
-"""Standard Webhooks (standardwebhooks.com; the spec and its reference libraries).
+"""Standard Webhooks: the scheme of NetSuite senders and custom sources.
 
-Headers `webhook-id`, `webhook-timestamp`, `webhook-signature` (space-separated `v1,<base64>`
-entries). Signed content: `"<id>.<timestamp>.<raw body>"`. Secrets are `whsec_` + base64 of the key
-bytes. Timestamps more than 5 minutes old or ahead are refused. NetSuite SuiteScript senders and any
-custom source use this scheme.
+`webhook-signature` holds `v1,<base64>` entries of HMAC-SHA256 over
+`"<webhook-id>.<webhook-timestamp>.<raw body>"`; secrets are `whsec_` + base64 of the key;
+timestamps more than 5 minutes off are refused (docs/providers.md, Generic sources).
 """
 
 import base64
@@ -48,12 +47,6 @@ class StandardWebhooks:
         if not keys:
             raise ValueError("a signature scheme needs at least one non-empty secret")
         return cls(keys, tolerance_seconds, clock)
-
-    def sign(self, body: bytes, msg_id: str, timestamp: int, key: bytes | None = None) -> str:
-        """The `webhook-signature` value a sender would send."""
-        content = f"{msg_id}.{timestamp}.".encode() + body
-        digest = hmac_sha256(key if key is not None else self.keys[0], content)
-        return "v1," + base64.b64encode(digest).decode()
 
     def verify(self, body: bytes, headers: Headers) -> Verdict:
         """OK when any `v1` signature matches under any key and the timestamp is within tolerance."""

@@ -1,29 +1,22 @@
 """Zoho webhooks: `X-Zoho-Webhook-Signature`, HMAC-SHA256 keyed by the webhook's secret token.
 
-Zoho documents signing for Zoho Billing (formerly Subscriptions; "How do I secure my webhooks",
-zoho.com/billing/kb/webhooks/securing-webhooks.html): the signed string is every key-value pair of
-the query string and of an `x-www-form-urlencoded` payload, URL-decoded, sorted by key and written
-as `keyvalue` with nothing in between, followed by the raw JSON payload when there is one. The
-secret token is chosen by the organization (12 to 50 letters and digits). Zoho Books' own webhooks
-are not documented to sign at all (see PROVIDERS.md): this scheme is the Billing one, kept tolerant
-so that being wrong about a detail is cheap:
+Zoho documents no signature for Books webhooks; this is Zoho Billing's scheme (sorted `keyvalue`
+pairs of a form body, then the raw JSON), kept tolerant so that being wrong about a detail is cheap
+(docs/providers.md, Zoho Books):
 
-- the digest is accepted hex-encoded (either case) or base64, with or without a `sha256=` prefix
-  (Zoho's page does not name the encoding; public integrations use hex);
+- the digest is accepted hex-encoded (either case) or base64, with or without a `sha256=` prefix;
 - a form body is checked both as sorted decoded pairs and as raw bytes, a JSON body as raw bytes;
-- the `t=<unix ms>,v=<hex>` form that Zoho Payments sends in the same header
-  (zoho.com/payments/developerdocs/webhooks/verification: HMAC of `"<t>.<raw body>"`) is accepted
-  within a five-minute tolerance.
+- the `t=<unix ms>,v=<hex>` form of Zoho Payments (HMAC of `"<t>.<raw body>"`) is accepted within
+  a five-minute tolerance.
 
-The scheme sees the body and the headers only. Query parameters configured on a Zoho webhook are
-part of what Zoho signs, so `verify_request` takes them; the gateway's endpoint passes none, which
-is why connection URLs should be registered in Zoho without extra query parameters.
+Zoho also signs the webhook's configured query parameters; the gateway passes none, so connection
+URLs are registered in Zoho without extra query parameters.
 """
 
 import base64
 import binascii
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -38,11 +31,8 @@ def sorted_pairs(pairs: Iterable[tuple[str, str]]) -> str:
     return "".join(key + value for key, value in sorted(pairs, key=lambda pair: pair[0]))
 
 
-def signed_contents(
-    body: bytes, content_type: str | None, query: Sequence[tuple[str, str]] = ()
-) -> list[bytes]:
+def signed_contents(body: bytes, content_type: str | None) -> list[bytes]:
     """Every reading of the delivery Zoho may have signed, most likely first."""
-    prefix = sorted_pairs(query).encode()
     contents = []
     is_form = (content_type or "").split(";")[0].strip().lower() == FORM_CONTENT_TYPE
     if is_form:
@@ -51,8 +41,8 @@ def signed_contents(
         except (UnicodeDecodeError, ValueError):
             fields = None
         if fields is not None:
-            contents.append(sorted_pairs([*query, *fields]).encode())
-    contents.append(prefix + body)  # the raw JSON payload, after any sorted query pairs
+            contents.append(sorted_pairs(fields).encode())
+    contents.append(body)  # the raw JSON payload
     return contents
 
 
@@ -74,23 +64,8 @@ class ZohoWebhookSignature:
         """A scheme checked against every secret token of the ring."""
         return cls(as_secrets(secrets), tolerance_seconds, clock)
 
-    def sign(
-        self,
-        body: bytes,
-        content_type: str | None = "application/json",
-        query: Sequence[tuple[str, str]] = (),
-        secret: bytes | None = None,
-    ) -> str:
-        """The header value Zoho Billing would send (hex), for tests and samples."""
-        key = secret if secret is not None else self.secrets[0]
-        return hmac_sha256(key, signed_contents(body, content_type, query)[0]).hex()
-
     def verify(self, body: bytes, headers: Headers) -> Verdict:
-        """OK when the header matches the delivery under any secret (no query parameters)."""
-        return self.verify_request(body, headers, ())
-
-    def verify_request(self, body: bytes, headers: Headers, query: Sequence[tuple[str, str]]) -> Verdict:
-        """OK when the header matches the delivery and its query parameters under any secret."""
+        """OK when the header matches the delivery under any active secret token."""
         value = headers.get(HEADER)
         if not value or not value.strip():
             return Verdict.MISSING
@@ -100,7 +75,7 @@ class ZohoWebhookSignature:
         received = _decode_digest(value)
         if received is None:
             return Verdict.MALFORMED
-        contents = signed_contents(body, headers.get("content-type"), query)
+        contents = signed_contents(body, headers.get("content-type"))
         candidates = [hmac_sha256(secret, content) for secret in self.secrets for content in contents]
         return Verdict.OK if matches_any(candidates, [received]) else Verdict.MISMATCH
 

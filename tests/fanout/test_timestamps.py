@@ -1,4 +1,4 @@
-"""Every timestamp form PROVIDERS.md lists, to aware UTC; anything else is a ValueError."""
+"""Every timestamp form the providers send (docs/providers.md), to aware UTC; else ValueError."""
 
 from datetime import UTC, datetime, timedelta, timezone
 

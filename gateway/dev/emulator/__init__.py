@@ -1,6 +1,7 @@
 """A local stand-in for the accounting providers' APIs, for tests, benchmarks and the dev stack.
 
-Start one with `async with Emulator() as emu:` (see app.py) or `python -m gateway.dev.emulator`.
+Start one with `async with Emulator() as emu:` (see app.py) or `python -m gateway.dev.emulator`; it
+is what `ledgerhook dev --emulator` runs (docs/tokens.md, "Trying it locally").
 """
 
 from .app import Emulator, build_app

@@ -1,8 +1,8 @@
 """Xero's connections API: which tenants a token set covers, and disconnecting one.
 
-Xero developer docs: `GET https://api.xero.com/connections` lists the tenants of the access token's
-grant; `DELETE https://api.xero.com/connections/{id}` disconnects one (204). The emulator also
-revokes the grant once its last connection is gone, so a refresh then answers invalid_grant.
+`GET https://api.xero.com/connections` lists the tenants of the access token's grant; `DELETE
+https://api.xero.com/connections/{id}` disconnects one, 204 (docs/providers.md, Xero). The emulator
+also revokes the grant once its last connection is gone, so a refresh then answers invalid_grant.
 """
 
 from datetime import UTC, datetime

@@ -1,9 +1,7 @@
-"""What each provider's OAuth server does, as data: one profile per provider slug.
+"""How each provider's token endpoint behaves, as the emulator plays it: one profile per provider.
 
-The handlers are generic; everything provider-specific about tokens sits here, so a fact found
-wrong is a one-line fix. Facts come from the project's provider notes (PROVIDERS.md, "OAuth
-tokens") and the providers' docs; the ones no primary source confirmed are marked "unverified" and
-are tunable at run time through `ProviderConfig` (see state.py).
+The facts, with their sources, are in docs/providers.md (each provider's "OAuth tokens"); the
+unverified ones can be changed at run time through `ProviderConfig` (state.py).
 """
 
 from collections.abc import Mapping
@@ -56,10 +54,11 @@ class ProviderProfile:
 
 PROFILES: Mapping[Provider, ProviderProfile] = MappingProxyType(
     {
-        # Intuit OAuth 2.0 docs: Basic client auth; access token 1 h; refresh token 100 days rolling
-        # with a 5-year hard cap, its value may change on any refresh (always store the latest);
-        # responses carry x_refresh_token_expires_in and token_type "bearer". Revoke takes
-        # {"token": ...} with Basic auth. Grace for a superseded token: unverified, default none.
+        # (docs/providers.md, QuickBooks Online) Basic client auth; access token 1 h; refresh token
+        # 100 days rolling with a 5-year hard cap, its value may change on any refresh (always store
+        # the latest); responses carry x_refresh_token_expires_in and token_type "bearer". Revoke
+        # takes {"token": ...} with Basic auth. Grace for a superseded token: unverified, default
+        # none.
         Provider.QUICKBOOKS: ProviderProfile(
             provider=Provider.QUICKBOOKS,
             client_auth="basic",
@@ -71,9 +70,9 @@ PROFILES: Mapping[Provider, ProviderProfile] = MappingProxyType(
             token_type="bearer",
             echoes_refresh_token=True,
         ),
-        # Xero developer docs: Basic client auth on identity.xero.com/connect/token; access token
-        # 30 min; the refresh token rotates on every use, expires after 60 days unused, and the
-        # previous one may be retried for 30 minutes when the response was lost.
+        # (docs/providers.md, Xero) Basic client auth on identity.xero.com/connect/token; access
+        # token 30 min; the refresh token rotates on every use, expires after 60 days unused, and
+        # the previous one may be retried for 30 minutes when the response was lost.
         Provider.XERO: ProviderProfile(
             provider=Provider.XERO,
             client_auth="basic",
@@ -86,12 +85,12 @@ PROFILES: Mapping[Provider, ProviderProfile] = MappingProxyType(
             echoes_refresh_token=True,
             extra_fields=MappingProxyType({"scope": "offline_access accounting.transactions"}),
         ),
-        # Zoho accounts docs: client_id/client_secret as parameters; access token 1 h with
-        # api_domain; the refresh token never expires and never rotates (no refresh_token in the
-        # response); at most 20 per user, the oldest silently dropped. A revoked refresh token
-        # answers {"error":"invalid_code"} (Zoho "Token Validity" page), and Zoho SDK issue
-        # reports show it with HTTP 200. Revoke: POST .../oauth/v2/token/revoke?token=...,
-        # 400 for an invalid token, {"status":"success"} otherwise.
+        # (docs/providers.md, Zoho Books) client_id/client_secret as parameters; access token 1 h
+        # with api_domain; the refresh token never expires and never rotates (no refresh_token in
+        # the response); at most 20 per user, the oldest silently dropped. A revoked refresh token
+        # answers {"error":"invalid_code"} (Zoho "Token Validity" page), and Zoho SDK issue reports
+        # show it with HTTP 200. Revoke: POST .../oauth/v2/token/revoke?token=..., 400 for an
+        # invalid token, {"status":"success"} otherwise.
         Provider.ZOHO_BOOKS: ProviderProfile(
             provider=Provider.ZOHO_BOOKS,
             client_auth="form",
@@ -110,8 +109,9 @@ PROFILES: Mapping[Provider, ProviderProfile] = MappingProxyType(
             max_grants_per_user=20,
             extra_fields=MappingProxyType({"api_domain": "https://www.zohoapis.com"}),
         ),
-        # FreshBooks API docs: client_id/client_secret in the (form or JSON) body; access token
-        # 12 h; the refresh token never expires but is single use (a new one on every refresh).
+        # (docs/providers.md, FreshBooks) client_id/client_secret in the (form or JSON) body; access
+        # token 12 h; the refresh token never expires but is single use (a new one on every
+        # refresh).
         Provider.FRESHBOOKS: ProviderProfile(
             provider=Provider.FRESHBOOKS,
             client_auth="form",
@@ -125,11 +125,10 @@ PROFILES: Mapping[Provider, ProviderProfile] = MappingProxyType(
             revoke_ok_body=MappingProxyType({}),
             extra_fields=MappingProxyType({"scope": "user:profile:read user:invoices:read"}),
         ),
-        # NetSuite help ("Refresh Token POST Request", "POST Request to the Token Endpoint"):
-        # Basic client auth for refresh; the refresh response carries no new refresh token;
-        # access token 60 min. Client credentials: a JWT assertion (PS256..PS512 / ES256..ES512,
-        # kid = certificate id, iss = client id, aud = token endpoint, exp < 60 min after iat)
-        # and no refresh token. expires_in arrives as a string.
+        # (docs/providers.md, NetSuite) Basic client auth for refresh; the refresh response carries
+        # no new refresh token; access token 60 min. Client credentials: a JWT assertion
+        # (PS256..PS512 / ES256..ES512, kid = certificate id, iss = client id, aud = token endpoint,
+        # exp < 60 min after iat) and no refresh token. expires_in arrives as a string.
         Provider.NETSUITE: ProviderProfile(
             provider=Provider.NETSUITE,
             client_auth="basic",
@@ -143,8 +142,8 @@ PROFILES: Mapping[Provider, ProviderProfile] = MappingProxyType(
             expires_in_as_string=True,
             client_credentials_jwt=True,
         ),
-        # Sage Intacct developer portal (OAuth 2.0): client_id/client_secret in the body, JWT
-        # access tokens. Lifetimes and rotation: unverified; modelled like a rotating server.
+        # (docs/providers.md, Sage Intacct) client_id/client_secret in the body, JWT access tokens.
+        # Lifetimes and rotation: unverified; modelled like a rotating server.
         Provider.SAGE_INTACCT: ProviderProfile(
             provider=Provider.SAGE_INTACCT,
             client_auth="form",

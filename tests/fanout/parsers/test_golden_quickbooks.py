@@ -1,4 +1,4 @@
-"""QuickBooks Online golden payloads (PROVIDERS.md samples) through the parser and the vocabulary."""
+"""QuickBooks Online golden payloads (docs/providers.md, QuickBooks Online) through parser and vocabulary."""
 
 from datetime import UTC, datetime
 

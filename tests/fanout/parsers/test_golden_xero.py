@@ -1,4 +1,4 @@
-"""Xero golden payloads (PROVIDERS.md samples) through the parser and the vocabulary."""
+"""Xero golden payloads (docs/providers.md, Xero) through the parser and the vocabulary."""
 
 from datetime import UTC, datetime
 

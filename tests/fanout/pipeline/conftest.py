@@ -9,7 +9,7 @@ import pytest
 from gateway.runtime.infra import open_infrastructure
 from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStore
-from tests.fanout.pipeline.pipeline_support import Stack
+from tests.fanout.pipeline.pipeline_support import PipelineStack
 from tests.support import running_gateway
 
 
@@ -23,13 +23,13 @@ def settings(settings_factory: Any) -> Settings:
 
 
 @pytest.fixture
-async def stack(settings: Settings) -> AsyncIterator[Stack]:
+async def stack(settings: Settings) -> AsyncIterator[PipelineStack]:
     """Gateway serving real HTTP, plus a pool and producer of the test's own (as the worker has)."""
     async with running_gateway(settings) as gateway, open_infrastructure(settings) as infra:
-        yield Stack(settings, gateway, infra)
+        yield PipelineStack(settings, gateway, infra)
 
 
 @pytest.fixture
-def store(stack: Stack) -> ConnectionStore:
+def store(stack: PipelineStack) -> ConnectionStore:
     """Connections, registered straight in PostgreSQL."""
     return ConnectionStore(stack.infra.pool, keyring=None)

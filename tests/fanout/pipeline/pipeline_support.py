@@ -25,7 +25,7 @@ from cloudevents.core.formats.json import JSONFormat
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from gateway.ingress.endpoint import DELIVERY_ID_HEADER
+from gateway.ingress.delivery import DELIVERY_ID_HEADER
 from gateway.runtime.infra import Infrastructure
 from gateway.runtime.worker import running_worker_tasks
 from gateway.settings import Settings
@@ -38,7 +38,7 @@ NAMESPACE = uuid.UUID("6f1d2c3a-8b4e-5a7f-9c0d-1e2f3a4b5c6d")
 
 
 @dataclass
-class Stack:
+class PipelineStack:
     """A running gateway plus the infrastructure a worker uses."""
 
     settings: Settings
@@ -83,7 +83,7 @@ async def post_signed(gateway: RunningGateway, provider: str, body: bytes) -> st
 
 
 @asynccontextmanager
-async def worker_running(stack: Stack) -> AsyncIterator[CollectorRegistry]:
+async def worker_running(stack: PipelineStack) -> AsyncIterator[CollectorRegistry]:
     """The worker process's tasks (fan-out, pruning) in this event loop, with their own registry."""
     registry = CollectorRegistry()
     async with asyncio.timeout(60), running_worker_tasks(stack.settings, stack.infra, registry):
@@ -242,7 +242,7 @@ def sample_value(registry: CollectorRegistry, name: str, **labels: str) -> float
     return registry.get_sample_value(name, labels) or 0.0
 
 
-async def produce_raw(stack: Stack, value: bytes, key: bytes | None, headers: dict[str, str]) -> None:
+async def produce_raw(stack: PipelineStack, value: bytes, key: bytes | None, headers: dict[str, str]) -> None:
     """Append a record to the raw topic directly (what ingress would write, or something it never does)."""
     pending = await stack.infra.producer.send(
         stack.settings.topic_raw, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]

@@ -10,10 +10,10 @@ import pytest
 from aiokafka.errors import KafkaError
 
 from fanout.dedupe import DedupePruner, Outgoing, prune, publish_once
-from tests.fanout.pipeline.pipeline_support import Stack, read_events
+from tests.fanout.pipeline.pipeline_support import PipelineStack, read_events
 
 
-def outgoing(stack: Stack, dedupe_id: str, value: bytes = b"{}") -> Outgoing:
+def outgoing(stack: PipelineStack, dedupe_id: str, value: bytes = b"{}") -> Outgoing:
     return Outgoing(
         topic=stack.settings.topic_changes,
         key=b"connection",
@@ -23,14 +23,14 @@ def outgoing(stack: Stack, dedupe_id: str, value: bytes = b"{}") -> Outgoing:
     )
 
 
-async def seen(stack: Stack, ids: list[str]) -> set[str]:
+async def seen(stack: PipelineStack, ids: list[str]) -> set[str]:
     rows = await stack.infra.pool.fetch(
         "SELECT event_id FROM event_dedupe WHERE event_id = ANY($1::uuid[])", [uuid.UUID(i) for i in ids]
     )
     return {str(row["event_id"]) for row in rows}
 
 
-async def test_only_new_ids_are_produced_in_order(stack: Stack) -> None:
+async def test_only_new_ids_are_produced_in_order(stack: PipelineStack) -> None:
     ids = [str(uuid.uuid4()) for _ in range(4)]
     first = await publish_once(stack.infra.pool, stack.infra.producer, [outgoing(stack, i) for i in ids[:2]])
     assert [o.dedupe_id for o in first] == ids[:2]
@@ -43,7 +43,7 @@ async def test_only_new_ids_are_produced_in_order(stack: Stack) -> None:
     assert await seen(stack, ids) == set(ids)
 
 
-async def test_a_failed_produce_marks_nothing_seen(stack: Stack) -> None:
+async def test_a_failed_produce_marks_nothing_seen(stack: PipelineStack) -> None:
     good, too_big = str(uuid.uuid4()), str(uuid.uuid4())
     oversized = b"x" * (stack.settings.max_body_bytes + 200_000)  # beyond the producer's max request size
     with pytest.raises(KafkaError):
@@ -59,7 +59,7 @@ async def test_a_failed_produce_marks_nothing_seen(stack: Stack) -> None:
     assert await seen(stack, [good]) == {good}
 
 
-async def test_concurrent_batches_sharing_ids_publish_each_once(stack: Stack) -> None:
+async def test_concurrent_batches_sharing_ids_publish_each_once(stack: PipelineStack) -> None:
     """Partitions processed at once, with overlapping ids in different orders: no deadlock, no repeat."""
     rng = random.Random(11)
     pool_ids = [str(uuid.uuid4()) for _ in range(60)]
@@ -74,7 +74,7 @@ async def test_concurrent_batches_sharing_ids_publish_each_once(stack: Stack) ->
     assert sorted(r.header("ce_id") or "" for r in records) == sorted(offered)
 
 
-async def test_pruning_forgets_old_ids_in_batches(stack: Stack) -> None:
+async def test_pruning_forgets_old_ids_in_batches(stack: PipelineStack) -> None:
     pool = stack.infra.pool
     old = [str(uuid.uuid4()) for _ in range(12)]
     recent = [str(uuid.uuid4()) for _ in range(3)]
@@ -92,7 +92,7 @@ async def test_pruning_forgets_old_ids_in_batches(stack: Stack) -> None:
     assert [o.dedupe_id for o in again] == [old[0]]
 
 
-async def test_pruner_task_runs_until_stopped(stack: Stack) -> None:
+async def test_pruner_task_runs_until_stopped(stack: PipelineStack) -> None:
     pool = stack.infra.pool
     stale = str(uuid.uuid4())
     await pool.execute(

@@ -9,8 +9,8 @@ import orjson
 from provider_auth.accounts.store import Connection, ConnectionStore
 from provider_auth.providers import Provider
 from tests.fanout.pipeline.pipeline_support import (
+    PipelineStack,
     Received,
-    Stack,
     caught_up,
     expected_id,
     post_signed,
@@ -49,7 +49,9 @@ def qbo_event(realm: str, kind: str, entity_id: str, time: str, **extra: object)
     }
 
 
-async def test_quickbooks_cloudevents_batch_mixing_accounts(stack: Stack, store: ConnectionStore) -> None:
+async def test_quickbooks_cloudevents_batch_mixing_accounts(
+    stack: PipelineStack, store: ConnectionStore
+) -> None:
     realm_a, realm_b = account(), account()
     a1 = await store.create("tenant-1", Provider.QUICKBOOKS, realm_a)
     a2 = await store.create("tenant-2", Provider.QUICKBOOKS, realm_a)  # same company, second tenant
@@ -173,7 +175,7 @@ def check_event(
     validate_data(event.get_type(), data)
 
 
-async def test_xero_batch_mixing_organisations(stack: Stack, store: ConnectionStore) -> None:
+async def test_xero_batch_mixing_organisations(stack: PipelineStack, store: ConnectionStore) -> None:
     org_x, org_y = str(uuid.uuid4()), str(uuid.uuid4())
     x1 = await store.create("tenant-1", Provider.XERO, org_x)
     x2 = await store.create("tenant-5", Provider.XERO, org_x)
@@ -243,7 +245,7 @@ async def test_xero_batch_mixing_organisations(stack: Stack, store: ConnectionSt
 
 
 async def test_same_delivery_posted_three_times_is_published_once(
-    stack: Stack, store: ConnectionStore
+    stack: PipelineStack, store: ConnectionStore
 ) -> None:
     realm = account()
     connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
@@ -293,7 +295,7 @@ async def test_same_delivery_posted_three_times_is_published_once(
     assert sample_value(registry, "ledgerhook_fanout_duplicates_dropped_total") == 6
 
 
-async def test_intent_to_receive_is_committed_without_output(stack: Stack) -> None:
+async def test_intent_to_receive_is_committed_without_output(stack: PipelineStack) -> None:
     await post_signed(
         stack.gateway, "xero", b'{"events":[],"firstEventSequence":0,"lastEventSequence":0,"entropy":"x"}'
     )

@@ -16,8 +16,8 @@ from gateway.admin.quarantine import redrive_once
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
 from provider_auth.providers import Provider
 from tests.fanout.pipeline.pipeline_support import (
+    PipelineStack,
     Received,
-    Stack,
     caught_up,
     expected_id,
     post_signed,
@@ -65,7 +65,7 @@ def legacy(*notifications: tuple[str, list[tuple[str, str, str, str]]]) -> bytes
     )
 
 
-async def raw_records(stack: Stack) -> list[Received]:
+async def raw_records(stack: PipelineStack) -> list[Received]:
     return sorted(
         await read_records(stack.settings.kafka_bootstrap_servers, stack.settings.topic_raw),
         key=lambda r: (r.partition, r.offset),
@@ -85,7 +85,7 @@ def assert_quarantined_copy(quarantined: Received, raw: Received, reason: str, t
 
 
 async def test_unknown_realm_is_quarantined_then_redriven_by_the_cli(
-    stack: Stack, store: ConnectionStore
+    stack: PipelineStack, store: ConnectionStore
 ) -> None:
     realm = account()
     body = legacy((realm, [("Invoice", "12", "Create", "2025-02-03T04:05:06.789Z")]))
@@ -130,7 +130,7 @@ async def test_unknown_realm_is_quarantined_then_redriven_by_the_cli(
 
 
 async def test_mixed_delivery_publishes_the_known_account_and_quarantines_the_rest(
-    stack: Stack, store: ConnectionStore
+    stack: PipelineStack, store: ConnectionStore
 ) -> None:
     known, unknown = account(), account()
     connection = await store.create("tenant-1", Provider.QUICKBOOKS, known)
@@ -174,7 +174,7 @@ async def test_mixed_delivery_publishes_the_known_account_and_quarantines_the_re
         assert len(await read_quarantine(stack.settings)) == 1  # nothing quarantined again
 
 
-async def test_disconnected_account_is_quarantined(stack: Stack, store: ConnectionStore) -> None:
+async def test_disconnected_account_is_quarantined(stack: PipelineStack, store: ConnectionStore) -> None:
     realm = account()
     connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
     await store.disconnect(connection.id)
@@ -190,7 +190,96 @@ async def test_disconnected_account_is_quarantined(stack: Stack, store: Connecti
     assert sample_value(registry, "ledgerhook_fanout_quarantined_total", reason="disconnected") == 1
 
 
-async def test_signed_but_unparseable_body_is_quarantined_without_echoing_it(stack: Stack) -> None:
+async def test_paused_connection_is_quarantined_then_delivered_after_resume_and_redrive(
+    stack: PipelineStack, store: ConnectionStore
+) -> None:
+    realm = account()
+    sibling = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
+    held = await store.create("tenant-2", Provider.QUICKBOOKS, realm)
+    await store.update(held.id, status=ConnectionStatus.PAUSED)
+    body = legacy((realm, [("Invoice", "7", "Create", "2025-06-07T08:09:10Z")]))
+    delivery_id = await post_signed(stack.gateway, "quickbooks", body)
+    async with worker_running(stack) as registry:
+        await caught_up(stack.settings)
+        # The active sibling of the same account gets its event; the paused one gets none.
+        [event] = await read_events(stack.settings)
+        assert event.key == sibling.id.encode()
+        [quarantined] = await read_quarantine(stack.settings)
+        [raw] = await raw_records(stack)
+        assert_quarantined_copy(quarantined, raw, "paused", stack.settings.topic_raw)
+        assert quarantined.header("ledgerhook-quarantine-detail") == (
+            f"connection '{held.id}' of quickbooks account '{realm}' is paused"
+        )
+        assert sample_value(registry, "ledgerhook_fanout_quarantined_total", reason="paused") == 1
+
+        await store.update(held.id, status=ConnectionStatus.ACTIVE)  # resumed
+        assert await redrive_once(stack.settings, Reason.PAUSED) == RedriveResult(1, 0)
+        await caught_up(stack.settings)
+        events = await read_events(stack.settings)
+        # The sibling's event is not repeated (dedupe); the resumed connection's arrives, same id as
+        # it would have had.
+        assert sorted(e.key or b"" for e in events) == sorted([sibling.id.encode(), held.id.encode()])
+        [resumed] = [e for e in events if e.key == held.id.encode()]
+        assert resumed.event().get_id() == expected_id(
+            held.id, "quickbooks", realm, "invoice", "7", "created", "2025-06-07T08:09:10.000000+00:00"
+        )
+        assert resumed.event().get_data()["delivery_id"] == delivery_id  # type: ignore[index]
+        assert sample_value(registry, "ledgerhook_fanout_duplicates_dropped_total") == 1
+        assert len(await read_quarantine(stack.settings)) == 1  # nothing quarantined again
+
+
+async def test_paused_per_connection_delivery_and_paused_outranks_disconnected(
+    stack: PipelineStack, store: ConnectionStore
+) -> None:
+    org = account()
+    zoho = await store.create("tenant-1", Provider.ZOHO_BOOKS, org)
+    await store.update(zoho.id, status=ConnectionStatus.PAUSED)
+    await produce_raw(
+        stack,
+        orjson.dumps({"invoice": {"invoice_id": "1", "last_modified_time": "2025-01-01T00:00:00+0000"}}),
+        org.encode(),
+        {
+            "ledgerhook-provider": "zoho-books",
+            "ledgerhook-connection-id": zoho.id,
+            "ledgerhook-delivery-id": str(uuid.uuid4()),
+            "ledgerhook-received-at": "2025-01-01T00:00:00.000Z",
+        },
+    )
+    # One delivery, two realms: one only paused, one only disconnected.
+    paused_realm, gone_realm = account(), account()
+    paused = await store.create("tenant-1", Provider.QUICKBOOKS, paused_realm)
+    await store.update(paused.id, status=ConnectionStatus.PAUSED)
+    await store.disconnect((await store.create("tenant-1", Provider.QUICKBOOKS, gone_realm)).id)
+    mixed = await post_signed(
+        stack.gateway,
+        "quickbooks",
+        legacy(
+            (gone_realm, [("Bill", "2", "Create", "2025-01-01T00:00:02Z")]),
+            (paused_realm, [("Item", "3", "Create", "2025-01-01T00:00:03Z")]),
+        ),
+    )
+    async with worker_running(stack) as registry:
+        await caught_up(stack.settings)
+    assert await read_events(stack.settings) == []
+    # Raw records are keyed by their one account, else (two accounts) by the delivery id.
+    quarantined = {q.key: q for q in await read_quarantine(stack.settings)}
+    assert {key: q.header("ledgerhook-quarantine-reason") for key, q in quarantined.items()} == {
+        org.encode(): "paused",
+        mixed.encode(): "paused",  # not `disconnected`: it must be among the records redriven on resume
+    }
+    assert (
+        quarantined[org.encode()].header("ledgerhook-quarantine-detail")
+        == f"connection '{zoho.id}' is paused"
+    )
+    assert quarantined[mixed.encode()].header("ledgerhook-quarantine-detail") == (
+        f"every connection of quickbooks account '{gone_realm}' is disconnected; "
+        f"connection '{paused.id}' of quickbooks account '{paused_realm}' is paused"
+    )
+    assert sample_value(registry, "ledgerhook_fanout_quarantined_total", reason="paused") == 2
+    assert sample_value(registry, "ledgerhook_fanout_quarantined_total", reason="disconnected") == 0
+
+
+async def test_signed_but_unparseable_body_is_quarantined_without_echoing_it(stack: PipelineStack) -> None:
     body = b'{"eventNotifications": "do-not-echo-this-token-7f3a"}'
     await post_signed(stack.gateway, "quickbooks", body)
     async with worker_running(stack):
@@ -203,7 +292,7 @@ async def test_signed_but_unparseable_body_is_quarantined_without_echoing_it(sta
     assert "do-not-echo" not in detail
 
 
-async def test_unknown_provider_and_unknown_connection(stack: Stack) -> None:
+async def test_unknown_provider_and_unknown_connection(stack: PipelineStack) -> None:
     delivery = {
         "ledgerhook-delivery-id": str(uuid.uuid4()),
         "ledgerhook-received-at": "2025-01-01T00:00:00.000Z",
@@ -233,7 +322,7 @@ async def test_unknown_provider_and_unknown_connection(stack: Stack) -> None:
 
 
 async def test_per_connection_delivery_goes_to_that_connection_only(
-    stack: Stack, store: ConnectionStore
+    stack: PipelineStack, store: ConnectionStore
 ) -> None:
     org = account()
     mine = await store.create("tenant-1", Provider.ZOHO_BOOKS, org)
@@ -280,7 +369,7 @@ async def test_redrive_filters_and_progress(settings_factory: Any, store: Connec
         topic_partitions=1, worker_group_id=f"fanout-{uuid.uuid4().hex[:8]}", worker_session_timeout_ms=1000
     )
     async with running_gateway(settings) as gateway, open_infrastructure(settings) as infra:
-        stack = Stack(settings, gateway, infra)
+        stack = PipelineStack(settings, gateway, infra)
         unknown_1, unknown_2, gone = account(), account(), account()
         await store.disconnect((await store.create("tenant-1", Provider.QUICKBOOKS, gone)).id)
         d1 = await post_signed(
@@ -319,7 +408,9 @@ async def test_redrive_filters_and_progress(settings_factory: Any, store: Connec
             assert not QUARANTINE_HEADERS & set(record.headers)
 
 
-async def test_admin_endpoint_redrives_after_a_reconnect(stack: Stack, store: ConnectionStore) -> None:
+async def test_admin_endpoint_redrives_after_a_reconnect(
+    stack: PipelineStack, store: ConnectionStore
+) -> None:
     realm = account()
     connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
     await store.disconnect(connection.id)

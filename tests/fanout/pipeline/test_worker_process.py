@@ -23,8 +23,8 @@ from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStore
 from provider_auth.providers import Provider
 from tests.fanout.pipeline.pipeline_support import (
+    PipelineStack,
     Received,
-    Stack,
     caught_up,
     expected_id,
     read_events,
@@ -81,7 +81,7 @@ class WorkerProcess:
         return await asyncio.to_thread(self.process.wait, 30)
 
 
-async def preload(stack: Stack, realms: list[str], deliveries: int, start: int) -> None:
+async def preload(stack: PipelineStack, realms: list[str], deliveries: int, start: int) -> None:
     """Raw records as the ingress writes them, `CHANGES_PER_DELIVERY` distinct changes each."""
     producer = stack.infra.producer
     pending = []
@@ -184,7 +184,9 @@ def no_worker_left_behind() -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def stack_and_realms(settings_factory: Any) -> AsyncIterator[tuple[Stack, ConnectionStore, list[str]]]:
+async def stack_and_realms(
+    settings_factory: Any,
+) -> AsyncIterator[tuple[PipelineStack, ConnectionStore, list[str]]]:
     """A running gateway and infrastructure for a worker group of its own, and fresh realm ids."""
     from gateway.runtime.infra import open_infrastructure
     from tests.support import running_gateway
@@ -194,7 +196,7 @@ async def stack_and_realms(settings_factory: Any) -> AsyncIterator[tuple[Stack, 
     )
     async with running_gateway(settings) as gateway, open_infrastructure(settings) as infra:
         realms = [str(uuid.uuid4().int)[:12] for _ in range(REALMS)]
-        yield Stack(settings, gateway, infra), ConnectionStore(infra.pool, keyring=None), realms
+        yield PipelineStack(settings, gateway, infra), ConnectionStore(infra.pool, keyring=None), realms
 
 
 async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:

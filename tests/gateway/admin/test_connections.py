@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
+from provider_auth.providers import Provider
 from provider_auth.vault import KeyRing
 from tests.support import RunningGateway, running_gateway
 
@@ -257,6 +258,25 @@ async def test_invalid_patches_are_422(gw: RunningGateway, body: dict[str, Any],
     assert pointer in [error["pointer"] for error in problem["errors"]]
     assert b"plain-not-whsec" not in answer.body
     assert (await call(gw, "GET", f"/admin/v1/connections/{created['id']}")).json == created
+
+
+@pytest.mark.parametrize("provider", list(Provider))
+async def test_which_providers_take_a_connection_secret(gw: RunningGateway, provider: Provider) -> None:
+    body = _valid(tenant_id=tenant(), provider=provider.value, webhook_secret=WHSEC)
+    answer = await call(gw, "POST", "/admin/v1/connections", body)
+    if provider in (Provider.ZOHO_BOOKS, Provider.FRESHBOOKS, Provider.NETSUITE, Provider.CUSTOM):
+        assert answer.status == 201 and answer.json["has_webhook_secret"] is True
+        return
+    # The others are verified with configuration, which the refusal names.
+    configured_with = {
+        Provider.QUICKBOOKS: "LEDGERHOOK_QUICKBOOKS_* settings",
+        Provider.XERO: "LEDGERHOOK_XERO_* settings",
+        Provider.SAGE_INTACCT: "LEDGERHOOK_SAGE_INTACCT_JWT_KEYS",
+    }[provider]
+    (error,) = assert_problem(answer, 422)["errors"]
+    assert error["pointer"] == "#/webhook_secret"
+    assert error["detail"].startswith(f"{provider.value} connections take no webhook secret: ")
+    assert error["detail"].endswith(f" verified with {configured_with}")
 
 
 async def test_patch_refuses_a_secret_for_a_shared_endpoint_provider(gw: RunningGateway) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.dev import samples
 from gateway.ingress.delivery import (
+    DELIVERY_ID_HEADER,
     H_CONNECTION_ID,
     H_CONTENT_TYPE,
     H_DELIVERY_ID,
@@ -19,8 +20,14 @@ from gateway.ingress.delivery import (
     H_PROVIDER_EVENT_ID,
     H_RECEIVED_AT,
 )
-from gateway.ingress.endpoint import DELIVERY_ID_HEADER
-from tests.support import QUICKBOOKS_TOKENS, XERO_KEYS, RunningGateway, header, read_topic, running_gateway
+from tests.support import (
+    QUICKBOOKS_TOKENS,
+    XERO_KEYS,
+    RunningGateway,
+    read_topic,
+    record_header,
+    running_gateway,
+)
 
 
 def b64_hmac(key: str, body: bytes) -> str:
@@ -78,12 +85,12 @@ async def test_quickbooks_both_formats_stored_with_headers(
     record = records[0]
     assert record.value == body  # the raw bytes, unchanged
     assert record.key == account.encode()
-    assert header(record, H_PROVIDER) == "quickbooks"
-    assert header(record, H_DELIVERY_ID) == response.headers[DELIVERY_ID_HEADER]
-    assert header(record, H_CONTENT_TYPE) == content_type
-    assert header(record, H_RECEIVED_AT).endswith("Z")
-    assert header(record, H_PROVIDER_EVENT_ID) == event_id
-    assert header(record, H_CONNECTION_ID) is None
+    assert record_header(record, H_PROVIDER) == "quickbooks"
+    assert record_header(record, H_DELIVERY_ID) == response.headers[DELIVERY_ID_HEADER]
+    assert record_header(record, H_CONTENT_TYPE) == content_type
+    assert record_header(record, H_RECEIVED_AT).endswith("Z")
+    assert record_header(record, H_PROVIDER_EVENT_ID) == event_id
+    assert record_header(record, H_CONNECTION_ID) is None
 
 
 async def test_every_active_verifier_token_is_accepted(gateway: RunningGateway) -> None:
@@ -147,7 +154,7 @@ async def test_xero_intent_to_receive_sequence(gateway: RunningGateway) -> None:
     records = await read_topic(gateway.settings.kafka_bootstrap_servers, gateway.settings.topic_raw)
     assert len(records) == expected_stored
     # No account named: keyed by the delivery id.
-    assert all(r.key == header(r, H_DELIVERY_ID).encode() for r in records)
+    assert all(r.key == record_header(r, H_DELIVERY_ID).encode() for r in records)
 
 
 async def test_xero_delivery_mixing_tenants_is_keyed_by_delivery(gateway: RunningGateway) -> None:
@@ -165,7 +172,7 @@ async def test_xero_delivery_mixing_tenants_is_keyed_by_delivery(gateway: Runnin
     keys = sorted(r.key for r in records)
     assert b"tenant-a" in keys
     mixed = next(r for r in records if r.value == body)
-    assert mixed.key == header(mixed, H_DELIVERY_ID).encode()
+    assert mixed.key == record_header(mixed, H_DELIVERY_ID).encode()
 
 
 @pytest.mark.parametrize("body", [b"not json at all", b"", b'{"eventNotifications": 5}', b"\xff\xfe\x00"])
@@ -259,7 +266,7 @@ async def test_concurrent_deliveries_each_stored_exactly_once(gateway: RunningGa
     stored = [r.value for r in records]
     assert len(stored) == len(set(stored))  # no delivery twice
     assert acknowledged <= set(stored)  # every 200 is on the topic
-    ids = [header(r, H_DELIVERY_ID) for r in records]
+    ids = [record_header(r, H_DELIVERY_ID) for r in records]
     assert len(set(ids)) == len(ids)
 
 

@@ -12,7 +12,7 @@ import aiohttp
 from gateway.dev import samples
 from gateway.dev.embedded import EmbeddedBroker, free_port
 from gateway.settings import Settings
-from tests.support import QUICKBOOKS_TOKENS, header, prepare, read_topic
+from tests.support import QUICKBOOKS_TOKENS, migrate_and_create_topics, read_topic, record_header
 
 LEDGERHOOK = [sys.executable, "-m", "gateway.cli"]
 
@@ -70,7 +70,7 @@ def test_missing_and_invalid_settings_stop_serve_with_one_clear_message() -> Non
 
 
 async def test_sigterm_drains_finishes_in_flight_and_exits_zero(settings: Settings) -> None:
-    await prepare(settings)
+    await migrate_and_create_topics(settings)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
@@ -106,7 +106,7 @@ async def test_sigterm_drains_finishes_in_flight_and_exits_zero(settings: Settin
             delivery_id = response.headers["x-ledgerhook-delivery-id"]
         assert await asyncio.to_thread(process.wait, 30) == 0
         records = await read_topic(settings.kafka_bootstrap_servers, settings.topic_raw)
-        assert [header(r, "ledgerhook-delivery-id") for r in records] == [delivery_id]
+        assert [record_header(r, "ledgerhook-delivery-id") for r in records] == [delivery_id]
     finally:
         if process.poll() is None:
             process.kill()
@@ -114,7 +114,7 @@ async def test_sigterm_drains_finishes_in_flight_and_exits_zero(settings: Settin
 
 
 async def test_several_workers_share_the_port_and_stop_cleanly(settings: Settings) -> None:
-    await prepare(settings)
+    await migrate_and_create_topics(settings)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(

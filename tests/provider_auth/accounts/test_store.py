@@ -1,21 +1,19 @@
 """The connection store on real PostgreSQL: CRUD, uniqueness, cursor pages, routing lookups, and
-webhook secrets that exist only encrypted."""
+webhook secrets that exist only encrypted and move to a new key."""
 
 import uuid
 
 import asyncpg
 import pytest
 
-from gateway.runtime.migrate import migrate
 from provider_auth.accounts.store import ConnectionExists, ConnectionStatus, ConnectionStore, MissingKeyRing
 from provider_auth.providers import Provider
 from provider_auth.vault import KeyRing, VaultError
 
 
 @pytest.fixture
-async def store(postgres_url: str):  # type: ignore[no-untyped-def]
-    await migrate(postgres_url)
-    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=4)
+async def store(database_url: str):  # type: ignore[no-untyped-def]
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     ring = KeyRing.parse(f"k1:{KeyRing.generate_key()}")
     yield ConnectionStore(pool, ring), pool
     await pool.close()
@@ -33,7 +31,10 @@ async def test_create_get_update_disconnect(store) -> None:  # type: ignore[no-u
     )
     assert created.status is ConnectionStatus.ACTIVE and created.metadata == {"plan": "pro"}
     assert await connections.get(created.id) == created
+    assert await connections.get(created.id.upper()) == created  # any spelling of the UUID
     assert await connections.get("not-a-uuid") is None
+    assert await connections.update("not-a-uuid", display_name="x") is None
+    assert await connections.page(after="not-a-uuid") == []
     with pytest.raises(ConnectionExists):
         await connections.create(owner, Provider.QUICKBOOKS, "1185883450")
     # Another tenant may connect the same account.
@@ -44,8 +45,10 @@ async def test_create_get_update_disconnect(store) -> None:  # type: ignore[no-u
     paused = await connections.update(created.id, status=ConnectionStatus.PAUSED, display_name=None)
     assert paused is not None and paused.status is ConnectionStatus.PAUSED and paused.display_name is None
     assert paused.metadata == {"plan": "pro"} and paused.updated_at >= created.updated_at
+    # Paused: still routed for (its changes go to quarantine), unlike a disconnected one.
+    assert paused.paused and paused.receives_events
     gone = await connections.disconnect(created.id)
-    assert gone is not None and not gone.receives_events
+    assert gone is not None and not gone.receives_events and not gone.paused
     assert await connections.update(str(uuid.uuid4()), display_name="x") is None
 
 
@@ -91,3 +94,29 @@ async def test_secrets_need_a_key_ring(store) -> None:  # type: ignore[no-untype
     _, pool = store
     with pytest.raises(MissingKeyRing):
         await ConnectionStore(pool, None).create(tenant(), Provider.FRESHBOOKS, "acct", webhook_secrets=["v"])
+
+
+async def test_webhook_secrets_move_to_the_new_key_and_the_old_key_can_go(store) -> None:  # type: ignore[no-untyped-def]
+    _, pool = store
+    old_entry = f"k1:{KeyRing.generate_key()}"
+    new_entry = f"k2:{KeyRing.generate_key()}"
+    before = ConnectionStore(pool, KeyRing.parse(old_entry))
+    owners = [
+        await before.create(tenant(), Provider.ZOHO_BOOKS, f"org-{i}", webhook_secrets=[f"s{i}", "next"])
+        for i in range(3)
+    ]
+    await before.create(tenant(), Provider.QUICKBOOKS, "realm-without-secrets")
+    stamps = await pool.fetch("SELECT id, updated_at FROM connections ORDER BY id")
+
+    both = ConnectionStore(pool, KeyRing.parse(f"{new_entry},{old_entry}"))
+    assert await both.reencrypt_webhook_secrets(batch=2) == (3, 0)  # two batches: the paging is exercised
+    assert await both.reencrypt_webhook_secrets() == (0, 0)
+    sealed = await pool.fetch("SELECT webhook_secrets FROM connections WHERE webhook_secrets IS NOT NULL")
+    assert sorted(KeyRing.key_id_of(row["webhook_secrets"]) for row in sealed) == ["k2", "k2", "k2"]
+    # The connections themselves did not change.
+    assert await pool.fetch("SELECT id, updated_at FROM connections ORDER BY id") == stamps
+    only_new = ConnectionStore(pool, KeyRing.parse(new_entry))
+    for i, owner in enumerate(owners):
+        assert await only_new.webhook_secrets(owner.id) == [f"s{i}", "next"]
+    with pytest.raises(MissingKeyRing):
+        await ConnectionStore(pool, None).reencrypt_webhook_secrets()

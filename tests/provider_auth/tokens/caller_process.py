@@ -16,14 +16,13 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from fanout.account_events import AccountEvents
 from gateway.dev.emulator.tokens import revoke_path, token_path
 from provider_auth.oauth.apps import OAuthApp
 from provider_auth.oauth.client import TokenClient
 from provider_auth.oauth.specs import OAUTH_PROVIDERS
 from provider_auth.tokens import CredentialStore, TokenError, TokenManager
 from provider_auth.vault import KeyRing
-from tests.provider_auth.tokens.token_support import CLIENT_ID, CLIENT_SECRET
+from tests.provider_auth.tokens.token_support import CLIENT_ID, CLIENT_SECRET, connection_events
 
 
 async def main(config: dict[str, Any]) -> None:
@@ -49,7 +48,7 @@ async def main(config: dict[str, Any]) -> None:
             CredentialStore(pool, KeyRing.parse(config["keys"])),
             TokenClient(http, timeout=10.0),
             apps,
-            AccountEvents(producer, config["topic"]),
+            connection_events(producer, config["topic"]),
         )
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

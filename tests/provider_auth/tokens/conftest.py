@@ -10,7 +10,7 @@ import pytest
 
 from gateway.settings import Settings
 from provider_auth.vault import KeyRing
-from tests.provider_auth.tokens.token_support import Stack, token_stack
+from tests.provider_auth.tokens.token_support import TokenStack, token_stack
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def token_settings(settings_factory: Any, database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def stack(token_settings: Settings) -> AsyncIterator[Stack]:
+async def stack(token_settings: Settings) -> AsyncIterator[TokenStack]:
     """A token manager against a fresh emulator (real clock)."""
     async with token_stack(token_settings) as running:
         yield running

@@ -22,7 +22,8 @@ from tests.paths import REPO_ROOT
 from tests.provider_auth.tokens.token_support import (
     CLIENT_ID,
     CLIENT_SECRET,
-    Stack,
+    TokenStack,
+    key_entries,
     register_clients,
     token_stack,
 )
@@ -52,7 +53,7 @@ class Api:
     """A gateway, its emulator and an HTTP session for the admin API."""
 
     def __init__(
-        self, gateway: RunningGateway, emu: Emulator, http: aiohttp.ClientSession, stack: Stack
+        self, gateway: RunningGateway, emu: Emulator, http: aiohttp.ClientSession, stack: TokenStack
     ) -> None:
         self.gateway, self.emu, self.http, self.stack = gateway, emu, http, stack
 
@@ -81,7 +82,7 @@ async def api(token_settings: Settings, settings_factory: Any) -> AsyncIterator[
         register_clients(emu)
         settings = settings_factory(
             database_url=token_settings.database_url.get_secret_value(),
-            encryption_keys=token_settings.encryption_keys.get_secret_value(),  # type: ignore[union-attr]
+            encryption_keys=key_entries(token_settings),
             topic_account_events=token_settings.topic_account_events,
             **emulator_settings(emu, skip=(Provider.SAGE_INTACCT,)),
         )
@@ -246,7 +247,7 @@ async def test_the_credentials_and_keys_commands(api: Api, tmp_path: Path) -> No
     assert code == 2 and "JSON object" in out
 
     settings = api.gateway.settings
-    old = settings.encryption_keys.get_secret_value()  # type: ignore[union-attr]
+    old = key_entries(settings)
     new = f"k9:{KeyRing.generate_key()}"
     database = {
         "LEDGERHOOK_DATABASE_URL": settings.database_url.get_secret_value(),

@@ -10,20 +10,26 @@ import orjson
 from provider_auth.providers import Provider
 from provider_auth.tokens import ConnectionRef, Credentials, GrantStatus
 from tests.paths import REPO_ROOT
-from tests.provider_auth.tokens.token_support import CLIENT_ID, CLIENT_SECRET, Stack, wait_until
+from tests.provider_auth.tokens.token_support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    TokenStack,
+    key_entries,
+    wait_until,
+)
 
 PROCESSES, CALLERS = 4, 50
 BASIC = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
 
 
-async def test_four_processes_of_fifty_callers_make_exactly_one_refresh(stack: Stack) -> None:
+async def test_four_processes_of_fifty_callers_make_exactly_one_refresh(stack: TokenStack) -> None:
     connection_id, old_access, _ = await stack.connect(Provider.XERO, expires_in=60)  # inside the skew
     # A slow token endpoint keeps the refresh in flight while every process piles in.
     stack.emu.set_latency(Provider.XERO, 0.3)
     config = orjson.dumps(
         {
             "dsn": stack.settings.database_url.get_secret_value(),
-            "keys": stack.settings.encryption_keys.get_secret_value(),  # type: ignore[union-attr]
+            "keys": key_entries(stack.settings),
             "bootstrap": stack.settings.kafka_bootstrap_servers,
             "topic": stack.settings.topic_account_events,
             "emulator": stack.emu.base_url,
@@ -71,7 +77,7 @@ async def test_four_processes_of_fifty_callers_make_exactly_one_refresh(stack: S
     assert (await stack.manager.get_access_token(connection_id)).token == new_token
 
 
-async def test_a_stale_copy_meeting_invalid_grant_after_another_rotation_is_a_race(stack: Stack) -> None:
+async def test_a_stale_copy_meeting_invalid_grant_after_another_rotation_is_a_race(stack: TokenStack) -> None:
     """The product's own backend refreshes the token behind our back and hands the rotated set over
     while our refresh, holding the grant's lock, is on its way with the old refresh token."""
     account = "realm-race"
@@ -125,7 +131,7 @@ async def wait_until_lock_waiter(pool: asyncpg.Pool, timeout: float = 10.0) -> N
             await asyncio.sleep(0.01)
 
 
-async def test_tokens_survive_a_refresh_whose_database_session_died(stack: Stack) -> None:
+async def test_tokens_survive_a_refresh_whose_database_session_died(stack: TokenStack) -> None:
     """The lock's session is killed while the provider rotates: the new tokens are still stored."""
     connection_id, old_access, _ = await stack.connect(Provider.QUICKBOOKS, expires_in=60)
     stack.emu.set_latency(Provider.QUICKBOOKS, 0.5)

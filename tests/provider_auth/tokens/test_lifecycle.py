@@ -5,7 +5,6 @@ import asyncio
 
 import pytest
 
-from fanout.account_events import AccountEvents
 from gateway.runtime.kafka import make_producer
 from provider_auth.providers import Provider
 from provider_auth.tokens import (
@@ -16,10 +15,10 @@ from provider_auth.tokens import (
     ReauthRequired,
     TokenUnavailable,
 )
-from tests.provider_auth.tokens.token_support import CLIENT_ID, Stack
+from tests.provider_auth.tokens.token_support import CLIENT_ID, TokenStack, connection_events
 
 
-async def test_a_fresh_token_is_served_without_calling_the_provider(stack: Stack) -> None:
+async def test_a_fresh_token_is_served_without_calling_the_provider(stack: TokenStack) -> None:
     connection_id, access, _ = await stack.connect(Provider.QUICKBOOKS, expires_in=3600)
     token = await stack.manager.get_access_token(connection_id)
     assert token.token == access and token.provider is Provider.QUICKBOOKS
@@ -31,7 +30,7 @@ async def test_a_fresh_token_is_served_without_calling_the_provider(stack: Stack
     assert stack.emu.calls(Provider.QUICKBOOKS) == 0
 
 
-async def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_stored(stack: Stack) -> None:
+async def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_stored(stack: TokenStack) -> None:
     connection_id, access, refresh = await stack.connect(Provider.XERO, expires_in=60)  # inside the skew
     token = await stack.manager.get_access_token(connection_id)
     assert token.token != access and stack.emu.validate_access_token(Provider.XERO, token.token)
@@ -47,7 +46,7 @@ async def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_stor
     assert state is not None and state.status is GrantStatus.ACTIVE and state.refreshed_at is not None
 
 
-async def test_concurrent_callers_in_one_process_share_one_refresh(stack: Stack) -> None:
+async def test_concurrent_callers_in_one_process_share_one_refresh(stack: TokenStack) -> None:
     connection_id, _, _ = await stack.connect(Provider.QUICKBOOKS, expires_in=30)
     stack.emu.set_latency(Provider.QUICKBOOKS, 0.2)
     tokens = await asyncio.gather(*(stack.manager.get_access_token(connection_id) for _ in range(200)))
@@ -55,7 +54,7 @@ async def test_concurrent_callers_in_one_process_share_one_refresh(stack: Stack)
     assert stack.emu.calls(Provider.QUICKBOOKS) == 1
 
 
-async def test_a_revoked_grant_needs_reauth_with_exactly_one_event_then_reconnect(stack: Stack) -> None:
+async def test_a_revoked_grant_needs_reauth_with_exactly_one_event_then_reconnect(stack: TokenStack) -> None:
     connection_id, _, refresh = await stack.connect(Provider.QUICKBOOKS, expires_in=30)
     stack.emu.revoke(Provider.QUICKBOOKS, refresh)
     with pytest.raises(ReauthRequired) as caught:
@@ -97,7 +96,7 @@ async def test_a_revoked_grant_needs_reauth_with_exactly_one_event_then_reconnec
     assert events[0]["id"] != events[1]["id"]
 
 
-async def test_invalid_client_is_permanent(stack: Stack) -> None:
+async def test_invalid_client_is_permanent(stack: TokenStack) -> None:
     connection_id, _, _ = await stack.connect(Provider.XERO, expires_in=30)
     stack.emu.register_client(Provider.XERO, CLIENT_ID, "a-rotated-app-secret")
     with pytest.raises(ReauthRequired) as caught:
@@ -107,7 +106,7 @@ async def test_invalid_client_is_permanent(stack: Stack) -> None:
     assert event["reason"] == "invalid_client"
 
 
-async def test_zoho_dead_grant_answers_200_invalid_code_and_is_permanent(stack: Stack) -> None:
+async def test_zoho_dead_grant_answers_200_invalid_code_and_is_permanent(stack: TokenStack) -> None:
     connection_id, _, refresh = await stack.connect(Provider.ZOHO_BOOKS, expires_in=30, location="eu")
     token = await stack.manager.get_access_token(connection_id)
     assert stack.emu.refreshes(Provider.ZOHO_BOOKS) == 1  # Zoho keeps the same refresh token
@@ -120,7 +119,7 @@ async def test_zoho_dead_grant_answers_200_invalid_code_and_is_permanent(stack: 
     assert event["reason"] == "invalid_grant" and event["provider_error"] == "invalid_code"
 
 
-async def test_transient_failures_back_off_without_an_event_while_the_token_works(stack: Stack) -> None:
+async def test_transient_failures_back_off_without_an_event_while_the_token_works(stack: TokenStack) -> None:
     connection_id, access, _ = await stack.connect(Provider.FRESHBOOKS, expires_in=120)  # valid, inside skew
     stack.emu.fail_next(Provider.FRESHBOOKS, 3, 503)
     token = await stack.manager.get_access_token(connection_id)
@@ -134,7 +133,9 @@ async def test_transient_failures_back_off_without_an_event_while_the_token_work
     assert await stack.status(connection_id) == "active"
 
 
-async def test_retries_exhausted_after_expiry_report_refresh_unavailable_then_recovery(stack: Stack) -> None:
+async def test_retries_exhausted_after_expiry_report_refresh_unavailable_then_recovery(
+    stack: TokenStack,
+) -> None:
     connection_id, _, _ = await stack.connect(Provider.SAGE_INTACCT, expires_in=-1)  # already expired
     stack.emu.fail_next(Provider.SAGE_INTACCT, 1000, 502)
     manager = stack.another_manager(max_transient_failures=3, backoff_base=0.01, backoff_cap=0.02)
@@ -164,7 +165,7 @@ async def test_retries_exhausted_after_expiry_report_refresh_unavailable_then_re
     assert [e["type"] for e in events][-1] == "integrated_account:reactivated"
 
 
-async def test_a_connection_without_credentials(stack: Stack) -> None:
+async def test_a_connection_without_credentials(stack: TokenStack) -> None:
     connection_id = await stack.connection(Provider.XERO)
     with pytest.raises(NoCredentials):
         await stack.manager.get_access_token(connection_id)
@@ -174,7 +175,7 @@ async def test_a_connection_without_credentials(stack: Stack) -> None:
 
 
 async def test_a_recovery_met_by_a_broker_outage_keeps_the_new_tokens_and_is_reported_later(
-    stack: Stack,
+    stack: TokenStack,
 ) -> None:
     connection_id, _, _ = await stack.connect(Provider.SAGE_INTACCT, expires_in=-1)
     stack.emu.fail_next(Provider.SAGE_INTACCT, 1000, 503)
@@ -189,7 +190,7 @@ async def test_a_recovery_met_by_a_broker_outage_keeps_the_new_tokens_and_is_rep
     await closed.start()
     await closed.stop()
     cut_off = stack.another_manager()
-    cut_off.events = AccountEvents(closed, stack.settings.topic_account_events)
+    cut_off.events = connection_events(closed, stack.settings.topic_account_events)
     await asyncio.sleep(0.1)
     assert await cut_off.refresh_grant(state.grant_id) == "refreshed"
     assert stack.emu.refreshes(Provider.SAGE_INTACCT) == 1  # the new (rotated) tokens are stored

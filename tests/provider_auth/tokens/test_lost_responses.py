@@ -10,13 +10,13 @@ from gateway.settings import Settings
 from provider_auth.audit import AuditAction, history
 from provider_auth.providers import Provider
 from provider_auth.tokens import GrantStatus, ReauthRequired
-from tests.provider_auth.tokens.token_support import Stack, token_stack
+from tests.provider_auth.tokens.token_support import TokenStack, token_stack
 
 MINUTE = 60.0
 
 
 @pytest.fixture
-async def clocked(token_settings: Settings) -> AsyncIterator[tuple[Stack, ManualClock]]:
+async def clocked(token_settings: Settings) -> AsyncIterator[tuple[TokenStack, ManualClock]]:
     """A stack whose manager and emulator share a clock the test moves."""
     clock = ManualClock()
     async with token_stack(token_settings, clock=clock, timeout=0.5) as running:
@@ -24,7 +24,7 @@ async def clocked(token_settings: Settings) -> AsyncIterator[tuple[Stack, Manual
 
 
 async def test_xero_lost_answer_is_retried_at_once_with_the_same_token_inside_the_grace(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, _ = clocked
     connection_id, _, _ = await stack.connect(Provider.XERO, expires_in=60)
@@ -38,7 +38,7 @@ async def test_xero_lost_answer_is_retried_at_once_with_the_same_token_inside_th
 
 
 async def test_xero_lost_answers_keep_the_same_token_usable_for_thirty_minutes(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, clock = clocked
     connection_id, old_access, _ = await stack.connect(Provider.XERO, expires_in=120)
@@ -56,7 +56,7 @@ async def test_xero_lost_answers_keep_the_same_token_usable_for_thirty_minutes(
 
 
 async def test_xero_lost_answer_past_the_grace_is_not_retried_and_needs_reauth(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, clock = clocked
     connection_id, old_access, _ = await stack.connect(Provider.XERO, expires_in=120)
@@ -74,7 +74,7 @@ async def test_xero_lost_answer_past_the_grace_is_not_retried_and_needs_reauth(
 
 
 async def test_without_a_documented_grace_the_providers_answer_decides(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, _ = clocked
     # QuickBooks documents no grace: the same token is tried again, and its invalid_grant is final.

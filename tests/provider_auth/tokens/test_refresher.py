@@ -13,20 +13,20 @@ from gateway.settings import Settings
 from provider_auth.providers import Provider
 from provider_auth.tokens import GrantStatus
 from provider_auth.tokens.refresher import Refresher
-from tests.provider_auth.tokens.token_support import Stack, token_stack
+from tests.provider_auth.tokens.token_support import TokenStack, token_stack
 
 HOUR, DAY = 3600.0, 86_400.0
 
 
 @pytest.fixture
-async def clocked(token_settings: Settings) -> AsyncIterator[tuple[Stack, ManualClock]]:
+async def clocked(token_settings: Settings) -> AsyncIterator[tuple[TokenStack, ManualClock]]:
     clock = ManualClock()
     async with token_stack(token_settings, clock=clock, window=600, jitter=120) as running:
         yield running, clock
 
 
 async def test_tokens_nearing_expiry_are_refreshed_ahead_and_others_left(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, clock = clocked
     soon = [(await stack.connect(Provider.XERO, expires_in=30 * 60))[0] for _ in range(3)]
@@ -52,7 +52,7 @@ async def test_tokens_nearing_expiry_are_refreshed_ahead_and_others_left(
 
 
 async def test_replicas_share_the_work_without_refreshing_anything_twice(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, clock = clocked
     for _ in range(30):
@@ -73,7 +73,7 @@ async def test_replicas_share_the_work_without_refreshing_anything_twice(
 
 
 async def test_an_idle_refresh_token_is_kept_alive_before_its_inactivity_expiry(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, clock = clocked
     # An access token that stays valid for long, a refresh token that dies in 2 days if unused.
@@ -92,7 +92,7 @@ async def test_an_idle_refresh_token_is_kept_alive_before_its_inactivity_expiry(
 
 
 async def test_broken_grants_are_not_refreshed_and_unavailable_ones_recover(
-    clocked: tuple[Stack, ManualClock],
+    clocked: tuple[TokenStack, ManualClock],
 ) -> None:
     stack, clock = clocked
     dead, _, refresh = await stack.connect(Provider.QUICKBOOKS, expires_in=HOUR)

@@ -14,15 +14,15 @@ from provider_auth.tokens import (
     ReauthRequired,
 )
 from provider_auth.vault import KeyRing, VaultError
-from tests.provider_auth.tokens.token_support import CLIENT_ID, Stack, build_manager
+from tests.provider_auth.tokens.token_support import CLIENT_ID, TokenStack, build_manager, key_entries
 
 
-async def raw_rows(stack: Stack) -> str:
+async def raw_rows(stack: TokenStack) -> str:
     """Every row of every table in the database, as PostgreSQL prints it (bytea as hex)."""
     tables = await stack.pool.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     )
-    lines = []
+    lines: list[str] = []
     for table in tables:
         rows = await stack.pool.fetch(f'SELECT t::text AS line FROM "{table["tablename"]}" t')
         lines.extend(r["line"] for r in rows)
@@ -34,7 +34,7 @@ def stored_in_clear(secret: str, dump: str) -> bool:
     return secret in dump or secret.encode().hex() in dump
 
 
-async def test_no_plaintext_token_in_any_table(stack: Stack) -> None:
+async def test_no_plaintext_token_in_any_table(stack: TokenStack) -> None:
     tokens: list[str] = []
     for provider in (Provider.QUICKBOOKS, Provider.XERO, Provider.ZOHO_BOOKS, Provider.FRESHBOOKS):
         connection_id, access, refresh = await stack.connect(provider, expires_in=30)
@@ -58,7 +58,7 @@ async def test_no_plaintext_token_in_any_table(stack: Stack) -> None:
     assert {"stored", "rotated", "refreshed"} <= actions
 
 
-async def test_a_ciphertext_copied_to_another_grant_does_not_decrypt(stack: Stack) -> None:
+async def test_a_ciphertext_copied_to_another_grant_does_not_decrypt(stack: TokenStack) -> None:
     first, _, _ = await stack.connect(Provider.XERO)
     second, _, _ = await stack.connect(Provider.XERO)
     state_one = await stack.manager.credentials_state(first)
@@ -74,7 +74,7 @@ async def test_a_ciphertext_copied_to_another_grant_does_not_decrypt(stack: Stac
         await stack.another_manager().get_access_token(second)
 
 
-async def test_key_rotation_reencrypts_every_row_and_the_old_key_can_go(stack: Stack) -> None:
+async def test_key_rotation_reencrypts_every_row_and_the_old_key_can_go(stack: TokenStack) -> None:
     connections = []
     for provider in (Provider.QUICKBOOKS, Provider.XERO, Provider.FRESHBOOKS):
         connection_id, access, _ = await stack.connect(provider)
@@ -83,7 +83,7 @@ async def test_key_rotation_reencrypts_every_row_and_the_old_key_can_go(stack: S
         "tenant-rot", Provider.ZOHO_BOOKS, "org-r", webhook_secrets=["s1"]
     )
     old = stack.keyring
-    old_entry = stack.settings.encryption_keys.get_secret_value()  # type: ignore[union-attr]
+    old_entry = key_entries(stack.settings)
     new_entry = f"k2:{KeyRing.generate_key()}"
     only_new = KeyRing.parse(new_entry)
     # Before rotation the new key alone cannot read anything.
@@ -106,7 +106,7 @@ async def test_key_rotation_reencrypts_every_row_and_the_old_key_can_go(stack: S
     assert old.current_key_id == "k1"
 
 
-async def test_one_xero_token_set_serves_every_tenant_it_covers(stack: Stack) -> None:
+async def test_one_xero_token_set_serves_every_tenant_it_covers(stack: TokenStack) -> None:
     tenants = ["org-a", "org-b", "org-c"]
     grant = stack.emu.issue_grant(Provider.XERO, CLIENT_ID, accounts=tenants)
     ids = []
@@ -115,6 +115,8 @@ async def test_one_xero_token_set_serves_every_tenant_it_covers(stack: Stack) ->
         ids.append(connection_id)
     states = [await stack.manager.credentials_state(c) for c in ids]
     assert len({s.grant_id for s in states if s}) == 1 and all(s and s.connections == 3 for s in states)
+    first = states[0]
+    assert first is not None
     tokens = {(await stack.manager.get_access_token(c)).token for c in ids}
     assert len(tokens) == 1 and stack.emu.refreshes(Provider.XERO) == 1
     # Handing over the first (now superseded) token set again joins the grant, keeping its newer tokens.
@@ -123,7 +125,7 @@ async def test_one_xero_token_set_serves_every_tenant_it_covers(stack: Stack) ->
         ConnectionRef(late, Provider.XERO, "org-d"),
         Credentials(grant.access_token, grant.refresh_token, expires_at=stack.manager.clock() + 30),
     )
-    assert state.action == "linked" and state.grant_id == states[0].grant_id  # type: ignore[union-attr]
+    assert state.action == "linked" and state.grant_id == first.grant_id
     assert (await stack.manager.get_access_token(late)).token in tokens
     # One consent revoked: every tenant on it is reported, once each.
     stack.emu.revoke(Provider.XERO, grant.grant_id)
@@ -137,7 +139,7 @@ async def test_one_xero_token_set_serves_every_tenant_it_covers(stack: Stack) ->
     assert {e["type"] for e in events} == {"integrated_account:authentication_error"}
 
 
-async def test_netsuite_client_credentials_mint_tokens_with_a_signed_assertion(stack: Stack) -> None:
+async def test_netsuite_client_credentials_mint_tokens_with_a_signed_assertion(stack: TokenStack) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 

@@ -17,10 +17,12 @@ import jsonschema
 from aiokafka import AIOKafkaProducer
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 
-from fanout.account_events import AccountEvents
+from fanout.account_events import AccountEventPublisher
 from gateway.dev.emulator import Emulator
 from gateway.runtime.kafka import make_producer
 from gateway.settings import Settings
+from provider_auth.accounts.events import ConnectionEvents
+from provider_auth.accounts.status import StatusTransitions
 from provider_auth.accounts.store import ConnectionStore
 from provider_auth.oauth.apps import OAuthApp
 from provider_auth.oauth.client import TokenClient
@@ -65,7 +67,7 @@ def register_clients(emu: Emulator) -> None:
 
 
 @dataclass
-class Stack:
+class TokenStack:
     """A token manager on the session's PostgreSQL and broker, against one emulator."""
 
     settings: Settings
@@ -84,7 +86,7 @@ class Stack:
             self.http,
             self.keyring,
             self.emu,
-            AccountEvents(self.producer, self.settings.topic_account_events),
+            connection_events(self.producer, self.settings.topic_account_events),
             clock=self.manager.clock,
             **policy,
         )
@@ -140,14 +142,29 @@ class Stack:
             message = KafkaMessage(dict(record.headers), record.key, record.value or b"")
             event = from_binary(message)
             data = event.get_data()
+            assert isinstance(data, dict)
             event_type = event["type"]
             schema = json.loads((SCHEMAS / f"{event_type.replace(':', '.')}.json").read_text())
             jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(data)
             assert record.key == data["connection_id"].encode()
-            assert event["connectionid"] == data["connection_id"] == event["subject"]
+            assert event["connectionid"] == data["connection_id"]
+            # The subject and source docs/events.md documents for account events.
+            assert event["subject"] == f"connection/{data['connection_id']}"
+            assert event["source"] == f"/ledgerhook/{data['provider']}/{data['provider_account_id']}"
             if connection_id is None or data["connection_id"] == connection_id:
                 events.append({"type": event_type, "id": event["id"], **data})
         return events
+
+
+def key_entries(settings: Settings) -> str:
+    """The settings' `LEDGERHOOK_ENCRYPTION_KEYS` (the token tests always set one)."""
+    assert settings.encryption_keys is not None
+    return settings.encryption_keys.get_secret_value()
+
+
+def connection_events(producer: AIOKafkaProducer, topic: str) -> ConnectionEvents:
+    """Connection status transitions published on `topic`, as the processes wire them."""
+    return StatusTransitions(AccountEventPublisher(producer, topic))
 
 
 def build_manager(
@@ -155,7 +172,7 @@ def build_manager(
     http: aiohttp.ClientSession,
     keyring: KeyRing,
     emu: Emulator,
-    events: AccountEvents,
+    events: ConnectionEvents,
     *,
     clock: Callable[[], float] = time.time,
     timeout: float = 2.0,
@@ -181,13 +198,12 @@ async def token_stack(
     timeout: float = 2.0,
     emulator: Emulator | None = None,
     **policy: Any,
-) -> AsyncIterator[Stack]:
+) -> AsyncIterator[TokenStack]:
     """Emulator (a new one unless given), pool, producer, session and a manager, torn down at the end."""
-    from tests.support import prepare
+    from tests.support import migrate_and_create_topics
 
-    await prepare(settings)
-    keyring = KeyRing.parse(settings.encryption_keys.get_secret_value()) if settings.encryption_keys else None
-    assert keyring is not None
+    await migrate_and_create_topics(settings)
+    keyring = KeyRing.parse(key_entries(settings))
     async with contextlib.AsyncExitStack() as own:
         if emulator is None:
             emulator = await own.enter_async_context(Emulator(clock=clock))
@@ -198,11 +214,13 @@ async def token_stack(
         await producer.start()
         http = aiohttp.ClientSession()
         try:
-            events = AccountEvents(producer, settings.topic_account_events)
+            events = connection_events(producer, settings.topic_account_events)
             manager = build_manager(
                 pool, http, keyring, emu, events, clock=clock or time.time, timeout=timeout, **policy
             )
-            yield Stack(settings, emu, pool, producer, http, keyring, ConnectionStore(pool, keyring), manager)
+            yield TokenStack(
+                settings, emu, pool, producer, http, keyring, ConnectionStore(pool, keyring), manager
+            )
             await manager.close()
         finally:
             await http.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.admin_client import admin_client
 from provider_auth.vault import KeyRing
 from tests.support import RunningGateway, running_gateway
 
@@ -133,3 +134,22 @@ async def test_unreachable_gateway_is_a_clear_error() -> None:
     result = await cli("list", "--url", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 1 and "cannot reach" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_admin_url_and_token_fall_back_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("LEDGERHOOK_"):
+            monkeypatch.delenv(name)
+    client = admin_client(None)
+    assert (client.base_url, client.token) == ("http://127.0.0.1:8000", "dev-admin-token")
+    # Blank variables count as unset.
+    monkeypatch.setenv("LEDGERHOOK_ADMIN_URL", "")
+    monkeypatch.setenv("LEDGERHOOK_ADMIN_TOKEN", "  ")
+    monkeypatch.setenv("LEDGERHOOK_ADMIN_TOKENS", " , first , second")
+    client = admin_client(None)
+    assert (client.base_url, client.token) == ("http://127.0.0.1:8000", "first")
+    monkeypatch.setenv("LEDGERHOOK_ADMIN_URL", "http://gateway.example.test")
+    monkeypatch.setenv("LEDGERHOOK_ADMIN_TOKEN", " own-token ")
+    client = admin_client(None)
+    assert (client.base_url, client.token) == ("http://gateway.example.test", "own-token")
+    assert admin_client("http://flag.example.test").base_url == "http://flag.example.test"

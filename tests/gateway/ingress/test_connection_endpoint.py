@@ -26,7 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from gateway.dev.embedded import free_port
 from gateway.ingress.delivery import H_CONNECTION_ID, H_PROVIDER, H_PROVIDER_EVENT_ID
 from provider_auth.vault import KeyRing
-from tests.support import RunningGateway, header, read_topic, running_gateway
+from tests.support import RunningGateway, read_topic, record_header, running_gateway
 
 TOKEN = "endpoint-admin-token"
 ZOHO_SECRET = "ZohoSecretToken2026"
@@ -103,8 +103,8 @@ async def raw_records(gw: RunningGateway) -> list[Any]:
 def assert_stored(record: Any, connection: dict[str, Any], body: bytes) -> None:
     assert record.value == body
     assert record.key == connection["provider_account_id"].encode()
-    assert header(record, H_CONNECTION_ID) == connection["id"]
-    assert header(record, H_PROVIDER) == connection["provider"]
+    assert record_header(record, H_CONNECTION_ID) == connection["id"]
+    assert record_header(record, H_PROVIDER) == connection["provider"]
 
 
 # Independent signers: written from the providers' documents, not with the gateway's schemes.
@@ -184,7 +184,7 @@ async def test_standard_webhooks_providers(gw: RunningGateway, provider: str) ->
     records = await raw_records(gw)
     assert len(records) == 1
     assert_stored(records[0], connection, body)
-    assert header(records[0], H_PROVIDER_EVENT_ID) == "msg_right"
+    assert record_header(records[0], H_PROVIDER_EVENT_ID) == "msg_right"
 
 
 async def test_unknown_disconnected_and_secretless_connections_are_404(gw: RunningGateway) -> None:

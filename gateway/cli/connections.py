@@ -1,0 +1,84 @@
+"""`ledgerhook connections add|list|show|rm`: manage connections through the admin API."""
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from gateway.cli.admin_client import AdminError, admin_client, json_object, pretty
+
+TABLE_COLUMNS = (
+    ("ID", "id"),
+    ("TENANT", "tenant_id"),
+    ("PROVIDER", "provider"),
+    ("ACCOUNT", "provider_account_id"),
+    ("STATUS", "status"),
+    ("SECRET", "has_webhook_secret"),
+    ("NAME", "display_name"),
+)
+
+
+def run_connections(args: argparse.Namespace) -> int:
+    """Run one action; 1 when the admin API refused it, 2 for unusable arguments."""
+    try:
+        output = asyncio.run(connections_action(args))
+    except AdminError as exc:
+        print(f"ledgerhook connections {args.action}: {exc.describe()}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"ledgerhook connections {args.action}: {exc}", file=sys.stderr)
+        return 2
+    if output:
+        print(output)
+    return 0
+
+
+async def connections_action(args: argparse.Namespace) -> str:
+    """What one action prints; AdminError or ValueError when it cannot be done."""
+    async with admin_client(args.url) as client:
+        if args.action == "add":
+            metadata = json_object(args.metadata, "--metadata") if args.metadata is not None else None
+            created = await client.create(
+                args.tenant,
+                args.provider,
+                args.account,
+                display_name=args.name,
+                metadata=metadata,
+                webhook_secret=_secret(args.secret),
+            )
+            return pretty(created)
+        if args.action == "list":
+            rows: list[dict[str, Any]] = []
+            async for page in client.pages(tenant_id=args.tenant, provider=args.provider, status=args.status):
+                rows.extend(page)
+            return table(rows)
+        if args.action == "show":
+            return pretty(await client.get(args.id))
+        if args.action == "rm":
+            await client.delete(args.id)
+            return f"disconnected {args.id}"
+    raise ValueError(f"unknown action {args.action!r}")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Connections as an aligned text table."""
+    cells = [[title for title, _ in TABLE_COLUMNS]]
+    for row in rows:
+        cells.append(
+            [
+                "yes" if row.get(key) is True else "" if row.get(key) in (None, False) else str(row[key])
+                for _, key in TABLE_COLUMNS
+            ]
+        )
+    widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
+
+
+def _secret(value: str | None) -> str | None:
+    # `--secret -` reads it from standard input, out of the shell history and the process list.
+    if value == "-":
+        return sys.stdin.readline().strip() or None
+    return value
