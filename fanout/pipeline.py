@@ -1,39 +1,10 @@
 """The fan-out worker: raw deliveries in, one change event per change and connection out.
 
-Loop (one consumer in the group `LEDGERHOOK_WORKER_GROUP_ID` on the raw topic, offsets committed by
-hand), two batches deep:
-
-    getmany(up to LEDGERHOOK_WORKER_BATCH_SIZE records)
-    route it: for every partition in the batch, for every record in offset order: read headers,
-        parse, normalize, split per provider account, route to connections, build events (or a
-        quarantine record)
-    wait for the previous batch's publishing to finish; a partition that failed there is rewound
-        to its first record and this batch's records of it are dropped (they are read again)
-    publish it in the background, for every partition concurrently: dedupe + produce + await acks
-        + mark seen, in one transaction (fanout.dedupe.publish_once); report the partitions that
-        failed for a retry from their first record, and commit the offsets of the others (the
-        commits follow each other in batch order, and the next batch does not wait for them)
-
-so routing one batch (CPU) overlaps the round trips of the one before (PostgreSQL, acks, commit),
-while each partition's records are still published in order, one batch after the other.
-
-Raw records are keyed by provider account, so one account's deliveries sit on one partition and keep
-their order; records within a partition are processed strictly in order. Routing:
-
-- a record with a `ledgerhook-connection-id` header (per-connection endpoint) goes to that
-  connection, for changes that name no account or the connection's own account;
-- otherwise every connection of the provider account (`ConnectionStore.by_account`) that is
-  neither disconnected nor paused gets one event per change (one account connected by two tenants:
-  two events).
-
-Quarantined (the original record plus a reason, see fanout.quarantine): a body that does not parse,
-a provider header naming no provider, a connection id naming no connection, a provider account no
-connection is registered for, an account whose connections are all disconnected, a change for a
-paused connection. A delivery that is only partly routable (two accounts, or an active and a paused
-connection of one account) publishes what it can AND quarantines the record; a later redrive repeats
-those events, which dedupe drops. An intent-to-receive delivery (no changes) is simply committed.
-
-Where a crash can still duplicate an event: see fanout.dedupe and docs/architecture.md.
+One consumer of the raw topic, two batches deep: it routes a batch (parse, normalize, split per
+provider account, route to connections, build events or a quarantine record) while the batch
+before it is published (`fanout.dedupe.publish_once`) and its offsets committed. Records of one
+partition are handled strictly in order. The loop, the routing rules and where a crash can still
+repeat an event: docs/architecture.md, "The fan-out worker".
 """
 
 import asyncio

@@ -1,17 +1,8 @@
 """Quarantine: raw records the worker could not (fully) route, kept with the reason, re-drivable.
 
-A quarantine record is the ORIGINAL raw record (same key, same value, same headers) plus:
-
-| header | value |
-|---|---|
-| `ledgerhook-quarantine-reason` | a `Reason`: `unparseable`, `unknown_account`, `disconnected`, ... |
-| `ledgerhook-quarantine-detail` | what went wrong, safe to log: never the body, never a secret |
-| `ledgerhook-quarantine-topic` | the raw topic the record came from |
-| `ledgerhook-quarantine-partition` | its partition |
-| `ledgerhook-quarantine-offset` | its offset |
-| `ledgerhook-quarantined-at` | RFC 3339 UTC time of quarantine |
-
-`fanout.redrive` strips these headers and feeds the record back to the raw topic.
+A quarantine record is the original raw record (same key, value and headers) plus the
+`ledgerhook-quarantine-*` headers that say why, from where and when (docs/events.md,
+"`ledgerhook.quarantine`"). `fanout.redrive` strips them and feeds the record back to the raw topic.
 """
 
 import re
