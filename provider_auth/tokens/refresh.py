@@ -400,14 +400,9 @@ class GrantRefresh:
         self, conn: asyncpg.Connection, record: GrantRecord, exc: TokenRequestError, now: float, failures: int
     ) -> None:
         """The provider stayed out of reach after the access token expired: report the connections."""
-        ids = await self.store.connection_ids(conn, record.id)
-        failure = AuthFailure(
-            provider=record.provider.value,
-            reason=AuthFailureReason.REFRESH_UNAVAILABLE,
-            provider_error=exc.provider_error,
-            occurred_at=timestamp(now),
+        ids, changed = await self._report_broken(
+            conn, record, AuthFailureReason.REFRESH_UNAVAILABLE, exc.provider_error, now
         )
-        changed = await self.events.broken(conn, ids, failure)
         await audit.record(
             conn,
             provider=record.provider.value,
@@ -461,14 +456,7 @@ class GrantRefresh:
             lost_at=record.lost_at,
             last_error=f"{reason.value}: {why}",
         )
-        ids = await self.store.connection_ids(conn, record.id)
-        failure = AuthFailure(
-            provider=record.provider.value,
-            reason=reason,
-            provider_error=provider_error,
-            occurred_at=timestamp(now),
-        )
-        changed = await self.events.broken(conn, ids, failure)
+        ids, changed = await self._report_broken(conn, record, reason, provider_error, now)
         await audit.record(
             conn,
             provider=record.provider.value,
@@ -488,6 +476,24 @@ class GrantRefresh:
         )
         error = ReauthRequired(f"the provider refused the grant ({reason.value})", reason.value)
         return Settled(record, error=error)
+
+    async def _report_broken(
+        self,
+        conn: asyncpg.Connection,
+        record: GrantRecord,
+        reason: AuthFailureReason,
+        provider_error: str | None,
+        now: float,
+    ) -> tuple[list[str], list[str]]:
+        """Report every connection on the grant broken: (their ids, the ids that changed state)."""
+        ids = await self.store.connection_ids(conn, record.id)
+        failure = AuthFailure(
+            provider=record.provider.value,
+            reason=reason,
+            provider_error=provider_error,
+            occurred_at=timestamp(now),
+        )
+        return ids, await self.events.broken(conn, ids, failure)
 
     async def _write_again(self, unsaved: _Unsaved) -> Settled:
         """Write tokens whose first write lost its connection, unless newer ones were stored since."""
