@@ -132,8 +132,16 @@ _QUICKBOOKS_OWN = (
 )
 _QUICKBOOKS_OWN_KEYS = {_key(name): snake_case(name) for name in _QUICKBOOKS_OWN}
 
-# Xero webhook event categories (developer.xero.com webhooks overview).
-_XERO = _table({"CONTACT": "contact", "INVOICE": "invoice", "CREDITNOTE": "credit_note"})
+# Xero webhook event categories (developer.xero.com webhooks overview), and the polled objects the
+# common names do not cover (docs/providers.md, Xero).
+_XERO = _table(
+    {
+        "CONTACT": "contact",
+        "INVOICE": "invoice",
+        "CREDITNOTE": "credit_note",
+        "ManualJournal": "journal_entry",
+    }
+)
 
 # FreshBooks webhook event entities (freshbooks.com/api/webhooks).
 _FRESHBOOKS = _table(
