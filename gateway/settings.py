@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from fanout.polling.budget import DEFAULT_LIMITS
 from provider_auth.oauth.specs import SPECS
 from provider_auth.providers import Provider
 from provider_auth.webhooks.jwt_bearer import load_keys
@@ -169,6 +170,51 @@ class Settings(KafkaSettings):
     )
     token_cache_seconds: float = Field(
         30.0, ge=0, description="How long a process serves a fresh token from memory before re-reading."
+    )
+
+    # Rate budgets (fanout/polling/budget.py): per provider account unless named per app; the
+    # defaults are the documented limits (docs/providers.md), unset means no such limit.
+    quickbooks_requests_per_minute: int | None = Field(
+        DEFAULT_LIMITS[Provider.QUICKBOOKS].requests_per_minute, ge=1, description="Per realm."
+    )
+    quickbooks_concurrency: int | None = Field(
+        DEFAULT_LIMITS[Provider.QUICKBOOKS].concurrency, ge=1, description="In flight per realm."
+    )
+    xero_requests_per_minute: int | None = Field(
+        DEFAULT_LIMITS[Provider.XERO].requests_per_minute, ge=1, description="Per tenant."
+    )
+    xero_concurrency: int | None = Field(
+        DEFAULT_LIMITS[Provider.XERO].concurrency, ge=1, description="In flight per tenant."
+    )
+    xero_requests_per_day: int | None = Field(
+        DEFAULT_LIMITS[Provider.XERO].requests_per_day, ge=1, description="Per tenant, any 24 hours."
+    )
+    xero_app_requests_per_minute: int | None = Field(
+        DEFAULT_LIMITS[Provider.XERO].app_requests_per_minute, ge=1, description="Per app, all tenants."
+    )
+    zoho_books_requests_per_minute: int | None = Field(
+        DEFAULT_LIMITS[Provider.ZOHO_BOOKS].requests_per_minute, ge=1, description="Per organization."
+    )
+    zoho_books_concurrency: int | None = Field(
+        DEFAULT_LIMITS[Provider.ZOHO_BOOKS].concurrency, ge=1, description="In flight per organization."
+    )
+    netsuite_requests_per_minute: int | None = Field(
+        DEFAULT_LIMITS[Provider.NETSUITE].requests_per_minute, ge=1, description="Per account."
+    )
+    netsuite_concurrency: int | None = Field(
+        DEFAULT_LIMITS[Provider.NETSUITE].concurrency, ge=1, description="In flight per account."
+    )
+    sage_intacct_requests_per_minute: int | None = Field(
+        DEFAULT_LIMITS[Provider.SAGE_INTACCT].requests_per_minute, ge=1, description="Per company."
+    )
+    sage_intacct_concurrency: int | None = Field(
+        DEFAULT_LIMITS[Provider.SAGE_INTACCT].concurrency, ge=1, description="In flight per company."
+    )
+    freshbooks_requests_per_minute: int | None = Field(
+        DEFAULT_LIMITS[Provider.FRESHBOOKS].requests_per_minute, ge=1, description="Per account."
+    )
+    freshbooks_concurrency: int | None = Field(
+        DEFAULT_LIMITS[Provider.FRESHBOOKS].concurrency, ge=1, description="In flight per account."
     )
 
     # Process.

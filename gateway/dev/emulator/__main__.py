@@ -63,7 +63,11 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"  {provider.value:<13} token {emulator.token_url(provider)}")
         print(f"  {'':<13} revoke {emulator.revoke_url(provider)}")
     print(f"  {'xero':<13} connections {emulator.connections_url()}")
-    controls = "/health | /counters | /clients | /grants | /revoke | /config"
+    print(f"  {'quickbooks':<13} cdc {emulator.url('/quickbooks/v3/company/{realm}/cdc')}")
+    print(f"  {'xero':<13} lists {emulator.url('/xero/api.xro/2.0/{Invoices,Contacts,...}')}")
+    controls = (
+        "/health | /counters | /clients | /grants | /revoke | /config | /books/{provider}/{account}[/changes]"
+    )
     print(f"  admin         {emulator.url(ADMIN_PREFIX)}{controls}")
     sys.stdout.flush()
     try:

@@ -9,6 +9,10 @@ In-process tests call the `Emulator` methods directly; a separate process uses t
 - `POST /_emulator/revoke`    `{"provider", "token"}` (refresh/access token or grant id) -> `{"revoked"}`
 - `POST /_emulator/config`    `{"provider", "access_ttl"?, "refresh_ttl"?, "rotation"?, "grace_seconds"?,
                               "latency"?}` -> 204 (short-lived tokens for a demo, latency for a bench)
+- `GET  /_emulator/books/{provider}/{account}` -> the account's records as its API renders them
+- `POST /_emulator/books/{provider}/{account}/changes` `{"entity", "operation", "id"?, "fields"?}`,
+                              or in bulk `{"entity", "operation", "count", "spacing"?}` or
+                              `{"changes": [...]}` -> what changed (docs/emulator.md)
 Admin calls are never counted, delayed or faulted.
 """
 
@@ -18,6 +22,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from provider_auth.providers import Provider
+
+from .books import Book, Record, render
 from .core import json_response, state_of
 from .profiles import emulated_providers
 
@@ -99,6 +106,59 @@ def _configure(request: web.Request, body: dict[str, Any]) -> web.Response:
     return web.Response(status=204)
 
 
+def _book(request: web.Request) -> Book:
+    provider = Provider(request.match_info["provider"])  # ValueError: not a provider
+    return state_of(request).book(provider, request.match_info["account"])
+
+
+def _summary(book: Book, record: Record) -> dict[str, Any]:
+    return {
+        "entity": record.entity,
+        "id": record.id,
+        "state": record.state,
+        "record": render(book.provider, record),
+    }
+
+
+async def book_records(request: web.Request) -> web.Response:
+    """Every record of an account's book, oldest change first."""
+    try:
+        book = _book(request)
+    except (KeyError, ValueError) as exc:
+        return _bad_request(str(exc))
+    return json_response({"records": [_summary(book, r) for r in book.records()]})
+
+
+def _one_change(book: Book, change: dict[str, Any]) -> Record:
+    fields = change.get("fields") or {}
+    if not isinstance(fields, dict):
+        raise TypeError("fields must be a JSON object")
+    record_id = change.get("id")
+    return book.apply(
+        str(change["entity"]), change["operation"], None if record_id is None else str(record_id), **fields
+    )
+
+
+def _change(request: web.Request, body: dict[str, Any]) -> web.Response:
+    book = _book(request)
+    if isinstance(body.get("changes"), list):
+        records = [_one_change(book, dict(change)) for change in body["changes"]]
+    elif "count" in body:
+        count, operation = int(body["count"]), body.get("operation", "create")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if operation == "create":
+            spacing = float(body.get("spacing", 0.0))
+            records = book.create_many(str(body["entity"]), count, spacing=spacing)
+        elif operation == "update":
+            records = book.update_many(str(body["entity"]), count)
+        else:
+            raise ValueError("count goes with operation create or update")
+    else:
+        records = [_one_change(book, body)]
+    return json_response({"changes": [_summary(book, r) for r in records]})
+
+
 def setup(app: web.Application) -> None:
     """Add the admin routes."""
     app.router.add_get(f"{ADMIN_PREFIX}/health", health)
@@ -107,3 +167,5 @@ def setup(app: web.Application) -> None:
     app.router.add_post(f"{ADMIN_PREFIX}/grants", _json_handler(_issue_grant))
     app.router.add_post(f"{ADMIN_PREFIX}/revoke", _json_handler(_revoke))
     app.router.add_post(f"{ADMIN_PREFIX}/config", _json_handler(_configure))
+    app.router.add_get(f"{ADMIN_PREFIX}/books/{{provider}}/{{account}}", book_records)
+    app.router.add_post(f"{ADMIN_PREFIX}/books/{{provider}}/{{account}}/changes", _json_handler(_change))

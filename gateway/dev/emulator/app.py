@@ -17,11 +17,11 @@ from aiohttp import web
 
 from provider_auth.providers import Provider
 
-from . import admin, connections, tokens
+from . import admin, connections, quickbooks_api, tokens, xero_api
 from .core import STATE_KEY, STOPPING_KEY
 from .state import Clock, EmulatorState
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (admin, tokens, connections)
+ROUTE_MODULES: tuple[ModuleType, ...] = (admin, tokens, connections, quickbooks_api, xero_api)
 
 
 def build_app(state: EmulatorState) -> web.Application:

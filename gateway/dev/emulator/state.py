@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from provider_auth.providers import Provider
 
+from .books import Book, Books, Limits
 from .profiles import PROFILES, ProviderProfile, emulated_providers
 
 Clock = Callable[[], float]
@@ -205,6 +206,8 @@ class EmulatorState:
         self._calls: Counter[tuple[Provider, str]] = Counter()
         self._events: Counter[tuple[Provider, str]] = Counter()
         self._sequence = itertools.count(1)
+        # The accounts' records and API usage, read by the data-API modules (books.py).
+        self.books = Books(self.clock)
 
     # ----- configuration -------------------------------------------------------------------
 
@@ -555,6 +558,23 @@ class EmulatorState:
             return None
         with self._lock:
             return _snapshot(self._grants[access.grant_id])
+
+    # ----- books ------------------------------------------------------------------------------
+
+    def book(self, provider: str | Provider, account: str) -> Book:
+        """The mutable book of a provider account (QuickBooks realm, Xero tenant), served by its
+        data API: `emu.book("xero", tenant).create("Invoice")`."""
+        return self.books.book(_as_provider(provider), account)
+
+    def set_api_limits(self, provider: str | Provider, **limits: int | None) -> Limits:
+        """Change a provider's data-API limits (`per_minute`, `concurrent`, `per_day`,
+        `app_per_minute`; None lifts one); returns them."""
+        current = self.books.limits[_as_provider(provider)]
+        for name, value in limits.items():
+            if not hasattr(current, name):
+                raise TypeError(f"no limit named {name!r}")
+            setattr(current, name, value)
+        return current
 
     # ----- counters -------------------------------------------------------------------------
 
