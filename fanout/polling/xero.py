@@ -83,10 +83,13 @@ def first_requests(target: PollTarget, since: datetime, entities: Sequence[str])
 def parse_page(target: PollTarget, request: PageRequest, body: bytes) -> PolledPage:
     """One answer of a list endpoint: each record one change, versioned by its UpdatedDateUTC.
 
-    ParseError for anything else than the endpoint's records, and for a record without its id or a
-    readable UpdatedDateUTC.
+    An empty body (the fetcher's 304) is an empty last page. ParseError for anything else than the
+    endpoint's records, and for a record without its id or a readable UpdatedDateUTC.
     """
     entity, endpoint = _asked(request)
+    if not body:
+        # A 304 Not Modified: nothing changed since If-Modified-Since (docs/providers.md, Xero).
+        return PolledPage()
     document = as_object(load_json(body), where="body")
     records = as_list(document.get(endpoint.collection), where=endpoint.collection)
     changes = []

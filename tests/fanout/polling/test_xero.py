@@ -361,6 +361,14 @@ def test_pages_follow_until_page_count() -> None:
     assert xero.next_requests(TARGET, third, last) == []
 
 
+def test_an_empty_body_is_an_empty_last_page() -> None:
+    # What the fetcher hands over for a 304 Not Modified.
+    request = first("Invoice")
+    page = xero.parse_page(TARGET, request, b"")
+    assert page.changes == [] and not page.more
+    assert xero.next_requests(TARGET, request, page) == []
+
+
 def test_without_pagination_a_short_page_is_the_last() -> None:
     request = first("Invoice")
     assert xero.parse_page(TARGET, request, invoices(100)).more is True
