@@ -116,7 +116,7 @@ def _summary(book: Book, record: Record) -> dict[str, Any]:
         "entity": record.entity,
         "id": record.id,
         "state": record.state,
-        "record": render(book.provider, record),
+        "record": render(book, record),
     }
 
 

@@ -17,11 +17,31 @@ from aiohttp import web
 
 from provider_auth.providers import Provider
 
-from . import admin, connections, quickbooks_api, tokens, xero_api
+from . import (
+    admin,
+    connections,
+    freshbooks_api,
+    netsuite_api,
+    quickbooks_api,
+    sage_intacct_api,
+    tokens,
+    xero_api,
+    zoho_books_api,
+)
 from .core import STATE_KEY, STOPPING_KEY
 from .state import Clock, EmulatorState
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (admin, tokens, connections, quickbooks_api, xero_api)
+ROUTE_MODULES: tuple[ModuleType, ...] = (
+    admin,
+    tokens,
+    connections,
+    quickbooks_api,
+    xero_api,
+    zoho_books_api,
+    freshbooks_api,
+    sage_intacct_api,
+    netsuite_api,
+)
 
 
 def build_app(state: EmulatorState) -> web.Application:

@@ -2,12 +2,14 @@
 
 A `Book` belongs to one (provider, account): records keyed by (entity, id), stamped by the
 emulator's clock, changed through `create`, `update`, `delete` and `void`. The data-API modules
-(quickbooks_api.py, xero_api.py) read it and render its records the way each provider does.
+(quickbooks_api.py, xero_api.py, zoho_books_api.py, ...) read it and render its records the way
+each provider does.
 `Usage` counts an account's (or an app's) requests in sliding windows and in flight, so the API
 modules can answer 429 where the provider would. Control endpoints and limits: docs/emulator.md.
 """
 
 import itertools
+import math
 import threading
 import uuid
 from collections import deque
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from fanout.vocabulary import entity_name
 from provider_auth.providers import Provider
@@ -132,10 +135,123 @@ XERO_ENTITIES: Mapping[str, XeroCollection] = {
     name.removesuffix("s"): c for name, c in XERO_COLLECTIONS.items()
 }
 
+
+@dataclass(frozen=True)
+class ZohoBooksList:
+    """One Zoho Books list endpoint as the emulator plays it (docs/providers.md, Zoho Books)."""
+
+    path: str  # under /books/v3
+    records: str  # the array holding the records
+    id_field: str
+    live_status: str | None  # None: the records carry no status
+    voidable: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# Keyed by the entity names Zoho's webhooks and the polling module use.
+ZOHO_BOOKS_LISTS: Mapping[str, ZohoBooksList] = {
+    "invoice": ZohoBooksList("invoices", "invoices", "invoice_id", "sent", voidable=True),
+    "contact": ZohoBooksList(
+        "contacts", "contacts", "contact_id", "active", extra={"contact_type": "customer"}
+    ),
+    "bill": ZohoBooksList("bills", "bills", "bill_id", "open", voidable=True),
+    "creditnote": ZohoBooksList("creditnotes", "creditnotes", "creditnote_id", "open", voidable=True),
+    "customerpayment": ZohoBooksList("customerpayments", "customerpayments", "payment_id", None),
+    "vendorpayment": ZohoBooksList("vendorpayments", "vendorpayments", "payment_id", None),
+    "item": ZohoBooksList("items", "items", "item_id", "active"),
+    "purchaseorder": ZohoBooksList("purchaseorders", "purchaseorders", "purchaseorder_id", "open"),
+    "expense": ZohoBooksList("expenses", "expenses", "expense_id", "unbilled"),
+    "vendor_credit": ZohoBooksList(
+        "vendorcredits", "vendor_credits", "vendor_credit_id", "open", voidable=True
+    ),
+}
+# Zoho writes times with the organization's offset; the emulator's organizations sit at -08:00, as
+# in Zoho's examples (docs/providers.md, Zoho Books).
+ZOHO_BOOKS_ZONE = timezone(timedelta(hours=-8))
+
+
+@dataclass(frozen=True)
+class FreshBooksResource:
+    """One FreshBooks accounting list as the emulator plays it (docs/providers.md, FreshBooks)."""
+
+    path: str  # under /accounting/account/{account_id}/
+    records: str  # the array in `response.result`
+    id_alias: str  # the duplicate of `id` FreshBooks also writes
+    # Deleted records are kept with vis_state 1; without it a deletion removes the record.
+    soft_deletes: bool = True
+    # FreshBooks writes `created_at` on invoices; the others show only `updated`.
+    created_at: bool = False
+
+
+FRESHBOOKS_RESOURCES: Mapping[str, FreshBooksResource] = {
+    "client": FreshBooksResource("users/clients", "clients", "userid"),
+    "invoice": FreshBooksResource("invoices/invoices", "invoices", "invoiceid", created_at=True),
+    "payment": FreshBooksResource("payments/payments", "payments", "logid"),
+    "expense": FreshBooksResource("expenses/expenses", "expenses", "expenseid"),
+    "item": FreshBooksResource("items/items", "items", "itemid"),
+    "tax": FreshBooksResource("taxes/taxes", "taxes", "taxid", soft_deletes=False),
+}
+# "For historical reasons" accounting resources answer in US/Eastern, without an offset
+# (docs/providers.md, FreshBooks).
+FRESHBOOKS_ZONE = ZoneInfo("America/New_York")
+
+# REST objects of the query service the emulator keeps (docs/providers.md, Sage Intacct).
+SAGE_INTACCT_OBJECTS: tuple[str, ...] = (
+    "accounts-receivable/invoice",
+    "accounts-receivable/payment",
+    "accounts-receivable/customer",
+    "accounts-payable/bill",
+    "accounts-payable/payment",
+    "accounts-payable/vendor",
+    "general-ledger/journal-entry",
+    "general-ledger/account",
+)
+
+
+@dataclass(frozen=True)
+class NetSuiteTable:
+    """Where a NetSuite record type lives in SuiteQL (docs/providers.md, NetSuite)."""
+
+    table: str
+    created_column: str
+    transaction_type: str | None = None  # `type` in the transaction table
+
+
+NETSUITE_RECORD_TYPES: Mapping[str, NetSuiteTable] = {
+    "invoice": NetSuiteTable("transaction", "createddate", "CustInvc"),
+    "creditmemo": NetSuiteTable("transaction", "createddate", "CustCred"),
+    "customerpayment": NetSuiteTable("transaction", "createddate", "CustPymt"),
+    "vendorbill": NetSuiteTable("transaction", "createddate", "VendBill"),
+    "vendorcredit": NetSuiteTable("transaction", "createddate", "VendCred"),
+    "vendorpayment": NetSuiteTable("transaction", "createddate", "VendPymt"),
+    "journalentry": NetSuiteTable("transaction", "createddate", "Journal"),
+    "purchaseorder": NetSuiteTable("transaction", "createddate", "PurchOrd"),
+    "expensereport": NetSuiteTable("transaction", "createddate", "ExpRept"),
+    "customer": NetSuiteTable("customer", "datecreated"),
+    "vendor": NetSuiteTable("vendor", "datecreated"),
+    "item": NetSuiteTable("item", "createddate"),
+}
+# A NetSuite account's time zone when a test sets none (`Book.time_zone`): NetSuite's own default.
+NETSUITE_ZONE = "America/Los_Angeles"
+
 BOOK_ENTITIES: Mapping[Provider, tuple[str, ...]] = {
     Provider.QUICKBOOKS: QUICKBOOKS_ENTITIES,
     Provider.XERO: tuple(XERO_ENTITIES),
+    Provider.ZOHO_BOOKS: tuple(ZOHO_BOOKS_LISTS),
+    Provider.FRESHBOOKS: tuple(FRESHBOOKS_RESOURCES),
+    Provider.SAGE_INTACCT: SAGE_INTACCT_OBJECTS,
+    Provider.NETSUITE: tuple(NETSUITE_RECORD_TYPES),
 }
+# What may be voided where the provider shows a void (Xero's are in XERO_COLLECTIONS; QuickBooks
+# voids anything); FreshBooks and Sage Intacct polling shows none.
+VOIDABLE: Mapping[Provider, frozenset[str]] = {
+    Provider.ZOHO_BOOKS: frozenset(e for e, z in ZOHO_BOOKS_LISTS.items() if z.voidable),
+    Provider.FRESHBOOKS: frozenset(),
+    Provider.SAGE_INTACCT: frozenset(),
+    Provider.NETSUITE: frozenset(e for e, t in NETSUITE_RECORD_TYPES.items() if t.transaction_type),
+}
+# Where a provider's numeric ids start (Zoho's are long numbers like its examples'); Xero's are UUIDs.
+FIRST_ID: Mapping[Provider, int] = {Provider.ZOHO_BOOKS: 982_000_000_000_001}
 
 
 @dataclass(frozen=True)
@@ -190,13 +306,15 @@ class Book:
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Record]] = {}
         self._sequence = itertools.count(1)
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(FIRST_ID.get(provider, 1))
+        # The account's IANA time zone, where its API answers wall-clock times (NetSuite).
+        self.time_zone = NETSUITE_ZONE
 
     def _new_id(self) -> str:
-        # QuickBooks ids are small decimal numbers, Xero's are UUIDs.
-        if self.provider is Provider.QUICKBOOKS:
-            return str(next(self._ids))
-        return str(uuid.uuid4())
+        # Xero ids are UUIDs; the other providers' are decimal numbers.
+        if self.provider is Provider.XERO:
+            return str(uuid.uuid4())
+        return str(next(self._ids))
 
     def _check(self, entity: str, operation: Operation) -> str:
         entity = resolve_entity(self.provider, entity)
@@ -208,6 +326,8 @@ class Book:
                 missing = collection.voided_status is None
             if missing:
                 raise ValueError(f"Xero cannot {operation} a {entity} through its list endpoint")
+        if operation == "void" and entity not in VOIDABLE.get(self.provider, frozenset({entity})):
+            raise ValueError(f"{self.provider.value} cannot void a {entity}")
         return entity
 
     def create(self, entity: str, id: str | None = None, *, at: float | None = None, **fields: Any) -> Record:
@@ -334,6 +454,11 @@ class Book:
         return sorted(found, key=lambda r: (r.updated_at, r.sequence))
 
 
+def id_order(record_id: str) -> tuple[int, str]:
+    """A sort key putting decimal ids in number order (and any other id somewhere stable)."""
+    return len(record_id), record_id
+
+
 # ----- rendering -----------------------------------------------------------------------------
 
 
@@ -395,9 +520,96 @@ def render_xero(record: Record) -> dict[str, Any]:
     return body
 
 
-def render(provider: Provider, record: Record) -> dict[str, Any]:
-    """A record in its provider's JSON."""
-    return render_quickbooks(record) if provider is Provider.QUICKBOOKS else render_xero(record)
+def zoho_books_time(timestamp: float) -> str:
+    """A Zoho Books time with the organization's offset: `2013-11-18T02:17:40-0800`."""
+    moment = datetime.fromtimestamp(math.floor(timestamp), UTC).astimezone(ZOHO_BOOKS_ZONE)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def render_zoho_books(record: Record) -> dict[str, Any]:
+    """A record as a Zoho Books list returns it (a deleted record is never listed)."""
+    endpoint = ZOHO_BOOKS_LISTS[record.entity]
+    body: dict[str, Any] = {endpoint.id_field: record.id, **endpoint.extra}
+    if endpoint.live_status is not None:
+        body["status"] = "void" if record.state == "voided" else endpoint.live_status
+    body["created_time"] = zoho_books_time(record.created_at)
+    body["last_modified_time"] = zoho_books_time(record.updated_at)
+    body.update(record.fields)
+    return body
+
+
+def freshbooks_time(timestamp: float) -> str:
+    """A FreshBooks accounting time: US/Eastern wall clock without an offset, `2016-07-20 15:36:09`."""
+    moment = datetime.fromtimestamp(math.floor(timestamp), UTC).astimezone(FRESHBOOKS_ZONE)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_freshbooks(record: Record, account: str = "") -> dict[str, Any]:
+    """A record as a FreshBooks accounting list returns it, with `vis_state` 1 once deleted."""
+    resource = FRESHBOOKS_RESOURCES[record.entity]
+    number = int(record.id) if record.id.isdigit() else record.id
+    body: dict[str, Any] = {"id": number, resource.id_alias: number, "accounting_systemid": account}
+    if resource.soft_deletes:
+        body["vis_state"] = 1 if record.state == "deleted" else 0
+    if resource.created_at:
+        body["created_at"] = freshbooks_time(record.created_at)
+    body["updated"] = freshbooks_time(record.updated_at)
+    body.update(record.fields)
+    return body
+
+
+def sage_intacct_time(timestamp: float) -> str:
+    """A Sage Intacct audit time: UTC to the second, `2025-04-29T15:26:00Z`."""
+    return datetime.fromtimestamp(math.floor(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_sage_intacct(record: Record) -> dict[str, Any]:
+    """A record as the query service returns it when asked for every field: `key` (the record
+    number), `id` (the record number unless the fields give a readable one) and its audit times."""
+    body: dict[str, Any] = {
+        "key": record.id,
+        "id": record.id,
+        "audit.createdDateTime": sage_intacct_time(record.created_at),
+        "audit.modifiedDateTime": sage_intacct_time(record.updated_at),
+    }
+    body.update(record.fields)
+    return body
+
+
+def netsuite_time(timestamp: float, time_zone: str = NETSUITE_ZONE) -> str:
+    """A time as `TO_CHAR(..., 'YYYY-MM-DD HH24:MI:SS')` writes it: the account's wall clock."""
+    moment = datetime.fromtimestamp(math.floor(timestamp), UTC).astimezone(ZoneInfo(time_zone))
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_netsuite(record: Record, time_zone: str = NETSUITE_ZONE) -> dict[str, Any]:
+    """A record as a row of the SuiteQL query the poller runs (a deleted record has no row)."""
+    row: dict[str, Any] = {
+        "links": [],
+        "id": record.id,
+        "modified_at": netsuite_time(record.updated_at, time_zone),
+        "created_at": netsuite_time(record.created_at, time_zone),
+    }
+    if NETSUITE_RECORD_TYPES[record.entity].transaction_type is not None:
+        row["voided"] = "T" if record.state == "voided" else "F"
+    row.update(record.fields)
+    return row
+
+
+def render(book: "Book", record: Record) -> dict[str, Any]:
+    """A record of `book` in its provider's JSON, as that provider's API shows it."""
+    provider = book.provider
+    if provider is Provider.QUICKBOOKS:
+        return render_quickbooks(record)
+    if provider is Provider.XERO:
+        return render_xero(record)
+    if provider is Provider.ZOHO_BOOKS:
+        return render_zoho_books(record)
+    if provider is Provider.FRESHBOOKS:
+        return render_freshbooks(record, book.account)
+    if provider is Provider.SAGE_INTACCT:
+        return render_sage_intacct(record)
+    return render_netsuite(record, book.time_zone)
 
 
 # ----- usage and limits ----------------------------------------------------------------------
@@ -412,15 +624,23 @@ class Limits:
     concurrent: int | None = None
     per_day: int | None = None
     app_per_minute: int | None = None
+    # The most rows one query reaches (NetSuite SuiteQL).
+    max_results: int | None = None
 
 
 def default_limits(provider: Provider) -> Limits:
-    """The documented limits, from each provider's "Rate limits" (docs/providers.md, QuickBooks
-    Online and Xero)."""
+    """The documented limits, from each provider's "Rate limits" (docs/providers.md); FreshBooks
+    publishes none and Sage Intacct's depend on the tier, so the emulator sets none for them."""
     if provider is Provider.QUICKBOOKS:
         return Limits(per_minute=500, concurrent=10)
     if provider is Provider.XERO:
         return Limits(per_minute=60, concurrent=5, per_day=5000, app_per_minute=10_000)
+    if provider is Provider.ZOHO_BOOKS:
+        return Limits(per_minute=100)  # per organization (docs/providers.md, Zoho Books)
+    if provider is Provider.NETSUITE:
+        # Account-wide concurrency, 5 without SuiteCloud Plus, and 100,000 rows a query
+        # (docs/providers.md, NetSuite).
+        return Limits(concurrent=5, max_results=100_000)
     return Limits()
 
 
@@ -496,3 +716,33 @@ class Books:
         if usage is None:
             usage = self._usage[(provider, key)] = Usage()
         return usage
+
+    def admit(self, provider: Provider, key: str) -> Usage | None:
+        """Take one of an account's in-flight slots for a request (give it back with `release`);
+        None when its concurrency limit is reached."""
+        limit = self.limits[provider].concurrent
+        with self.lock:
+            usage = self.usage(provider, key)
+            if limit is not None and usage.in_flight >= limit:
+                return None
+            usage.in_flight += 1
+            return usage
+
+    def release(self, usage: Usage) -> None:
+        """Give back the slot `admit` took."""
+        with self.lock:
+            usage.in_flight -= 1
+
+    def spend(self, provider: Provider, key: str, now: float) -> tuple[str, float] | None:
+        """Count one request in an account's day and minute windows; or, when one is spent, which
+        (`day`, `minute`) and the seconds until it frees a request."""
+        limits = self.limits[provider]
+        with self.lock:
+            usage = self.usage(provider, key)
+            if limits.per_day is not None and usage.day.count(now) >= limits.per_day:
+                return "day", usage.day.wait(now)
+            if limits.per_minute is not None and usage.minute.count(now) >= limits.per_minute:
+                return "minute", usage.minute.wait(now)
+            usage.day.add(now)
+            usage.minute.add(now)
+            return None
