@@ -111,18 +111,34 @@ class TokenManager:
             settled = await asyncio.shield(flight)
             if settled.error is None:
                 return self._remember(connection_id, settled.record, cached.token.provider_account_id)
-        found = await self.store.for_connection(connection_id)
-        if found is None:
-            self._cache.pop(connection_id, None)
-            raise NoCredentials(f"connection {connection_id} has no credentials")
-        if found.connection_status is ConnectionStatus.DISCONNECTED:
-            self._cache.pop(connection_id, None)
-            raise NoCredentials(f"connection {connection_id} is disconnected")
-        if found.connection_status is ConnectionStatus.PAUSED:
-            # Paused: no token is handed out and none is refreshed for it until it is resumed.
-            self._cache.pop(connection_id, None)
-            raise ConnectionPaused(f"connection {connection_id} is paused")
-        return await self._token(connection_id, found)
+        return await self._token(connection_id, await self._in_use(connection_id))
+
+    async def refused(self, connection_id: str, token: str) -> AccessToken:
+        """A token the provider will accept, after it refused `token` (an HTTP 401) for the connection.
+
+        Under the grant's lock: when the stored access token is no longer `token` (another caller or
+        process refreshed already) the stored one is returned without calling the provider;
+        otherwise the grant is refreshed now, however fresh `token` looked. Raises the errors of
+        `get_access_token`.
+        """
+        cached = self._cache.pop(connection_id, None)
+        if cached is not None and cached.token.token == token:
+            # Not served from the cache again, to this connection or another on the same grant.
+            self._forget_grant(cached.token.grant_id)
+        found = await self._in_use(connection_id)
+        record = found.record
+        error = unusable(record, self.clock())
+        if error is not None:
+            raise error
+        # A flight already under way (joined) may be one that did not know `token` was refused: then
+        # a second one, which does, settles it.
+        for _ in range(2):
+            settled = await self._refresh(record.id, proactive=False, rejected=token)
+            if settled.error is not None:
+                raise settled.error
+            if self.store.open_access(settled.record) != token:
+                return self._remember(connection_id, settled.record, found.provider_account_id)
+        raise TokenUnavailable(f"grant {record.id} still holds the refused access token", 1.0)
 
     async def refresh_grant(self, grant_id: str) -> RefreshOutcome:
         """Refresh a grant if it is due (the proactive refresher's call); returns the outcome:
@@ -199,6 +215,21 @@ class TokenManager:
         if flights:
             await asyncio.gather(*flights, return_exceptions=True)
 
+    async def _in_use(self, connection_id: str) -> ConnectionGrant:
+        """The connection's grant, when the connection may be handed a token."""
+        found = await self.store.for_connection(connection_id)
+        if found is None:
+            self._cache.pop(connection_id, None)
+            raise NoCredentials(f"connection {connection_id} has no credentials")
+        if found.connection_status is ConnectionStatus.DISCONNECTED:
+            self._cache.pop(connection_id, None)
+            raise NoCredentials(f"connection {connection_id} is disconnected")
+        if found.connection_status is ConnectionStatus.PAUSED:
+            # Paused: no token is handed out and none is refreshed for it until it is resumed.
+            self._cache.pop(connection_id, None)
+            raise ConnectionPaused(f"connection {connection_id} is paused")
+        return found
+
     async def _token(self, connection_id: str, found: ConnectionGrant) -> AccessToken:
         """The connection's token from its grant, refreshed first when it is not fresh."""
         record = found.record
@@ -245,8 +276,11 @@ class TokenManager:
         for connection_id in [c for c, e in self._cache.items() if e.token.grant_id == grant_id]:
             del self._cache[connection_id]
 
-    def _refresh(self, grant_id: str, *, proactive: bool) -> "asyncio.Future[Settled]":
-        """The grant's refresh: the one already in flight in this process, or a new one."""
+    def _refresh(
+        self, grant_id: str, *, proactive: bool, rejected: str | None = None
+    ) -> "asyncio.Future[Settled]":
+        """The grant's refresh: the one already in flight in this process, or a new one (which, given
+        the access token the provider `rejected`, refreshes while the grant still holds it)."""
         flight = self._flights.get(grant_id)
         if flight is None:
             refresh = GrantRefresh(
@@ -260,7 +294,7 @@ class TokenManager:
                 rng=self._rng,
             )
             flight = asyncio.create_task(
-                refresh.run(grant_id, proactive=proactive), name=f"refresh {grant_id}"
+                refresh.run(grant_id, proactive=proactive, rejected=rejected), name=f"refresh {grant_id}"
             )
             self._flights[grant_id] = flight
             flight.add_done_callback(lambda task: self._landed(grant_id, task))

@@ -10,6 +10,7 @@ answers", "Failure classes").
 """
 
 import contextlib
+import hmac
 import logging
 import random
 import time
@@ -123,9 +124,10 @@ class GrantRefresh:
         self.clock = clock
         self.rng = rng
 
-    async def run(self, grant_id: str, *, proactive: bool) -> Settled:
+    async def run(self, grant_id: str, *, proactive: bool, rejected: str | None = None) -> Settled:
         """Refresh the grant if it needs it: a caller's refresh (`proactive` False) when its token is
-        not fresh, the refresher's when it is due.
+        not fresh, or when it is still `rejected` (the access token the provider just refused); the
+        refresher's when it is due.
 
         Raises NoCredentials (the grant is gone), ProviderNotConfigured, and TokenUnavailable when
         the database or the grant's lock cannot be had.
@@ -133,7 +135,7 @@ class GrantRefresh:
         with _database_errors_as_unavailable():
             recheck: _Recheck | None = None
             for _ in range(_MAX_PASSES):
-                outcome = await self._pass(grant_id, proactive, recheck)
+                outcome = await self._pass(grant_id, proactive, recheck, rejected)
                 match outcome:
                     case Settled():
                         return outcome
@@ -149,7 +151,9 @@ class GrantRefresh:
             error = TokenUnavailable("the refresh kept racing", 1.0)
             return Settled(await self._peek(grant_id), error=error)
 
-    async def _pass(self, grant_id: str, proactive: bool, recheck: _Recheck | None) -> _Pass:
+    async def _pass(
+        self, grant_id: str, proactive: bool, recheck: _Recheck | None, rejected: str | None
+    ) -> _Pass:
         """One transaction holding the grant's row lock."""
         async with self.store.pool.acquire() as conn:
             tx = conn.transaction()
@@ -163,7 +167,7 @@ class GrantRefresh:
                 if recheck is not None:
                     outcome = await self._confirm(conn, record, recheck)
                 else:
-                    outcome = await self._step(conn, record, proactive)
+                    outcome = await self._step(conn, record, proactive, rejected)
             except BaseException:
                 # The connection may be gone with the error (then so is the transaction).
                 with contextlib.suppress(Exception):
@@ -179,7 +183,7 @@ class GrantRefresh:
             return outcome
 
     async def _step(
-        self, conn: asyncpg.Connection, record: GrantRecord, proactive: bool
+        self, conn: asyncpg.Connection, record: GrantRecord, proactive: bool, rejected: str | None
     ) -> Settled | _Recheck | _Unsaved:
         now = self.clock()
         if record.status is GrantStatus.NEEDS_REAUTH:
@@ -190,17 +194,19 @@ class GrantRefresh:
                 error=TokenUnavailable("the provider is unavailable", retry_in(record.next_attempt_at, now)),
             )
         fresh = is_fresh(self.policy, record.access_token_expiry, now)
+        # Still the token the provider refused: however fresh it looks, it no longer works.
+        refused = rejected is not None and self._holds(record, rejected)
         if proactive:
             needed = is_due(record.refresh_due_at, now)
             if needed and record.status is GrantStatus.UNAVAILABLE and fresh:
                 # Refreshed already, but the broker was down when the recovery was to be reported.
                 return await self._report_recovery(conn, record)
         else:
-            needed = not fresh
+            needed = not fresh or refused
         if not needed:
             return Settled(record)
         if in_backoff(record.next_attempt_at, now):
-            if is_valid(record.access_token_expiry, now):
+            if is_valid(record.access_token_expiry, now) and not refused:
                 return Settled(record)
             error = TokenUnavailable("waiting to retry the refresh", retry_in(record.next_attempt_at, now))
             return Settled(record, error=error)
@@ -214,7 +220,14 @@ class GrantRefresh:
             return await self._break(
                 conn, record, AuthFailureReason.INVALID_GRANT, None, "refresh answer lost, grace over"
             )
-        return await self._call_provider(conn, record, app, spec, lost_at=record.lost_at, first=True)
+        return await self._call_provider(
+            conn, record, app, spec, lost_at=record.lost_at, first=True, refused=refused
+        )
+
+    def _holds(self, record: GrantRecord, access_token: str) -> bool:
+        """Whether the grant's stored access token is `access_token`."""
+        stored = self.store.open_access(record)
+        return stored is not None and hmac.compare_digest(stored.encode(), access_token.encode())
 
     async def _call_provider(
         self,
@@ -225,6 +238,7 @@ class GrantRefresh:
         *,
         lost_at: float | None,
         first: bool,
+        refused: bool = False,
     ) -> Settled | _Recheck | _Unsaved:
         started = time.monotonic()
         try:
@@ -235,8 +249,10 @@ class GrantRefresh:
                 lost_at = await self._record_loss(conn, record, lost_at, attempt=1 if first else 2)
                 if first and may_reuse(spec, lost_at, self.clock()):
                     # A lost answer is retried once at once, still under the lock.
-                    return await self._call_provider(conn, record, app, spec, lost_at=lost_at, first=False)
-            return await self._failed(conn, record, exc, lost_at)
+                    return await self._call_provider(
+                        conn, record, app, spec, lost_at=lost_at, first=False, refused=refused
+                    )
+            return await self._failed(conn, record, exc, lost_at, refused=refused)
         self._observe(record.provider, started, "success")
         return await self._succeeded(conn, record, spec, tokens)
 
@@ -353,7 +369,13 @@ class GrantRefresh:
         self.metrics.transitions.labels(record.provider.value, "active").inc()
 
     async def _failed(
-        self, conn: asyncpg.Connection, record: GrantRecord, exc: TokenRequestError, lost_at: float | None
+        self,
+        conn: asyncpg.Connection,
+        record: GrantRecord,
+        exc: TokenRequestError,
+        lost_at: float | None,
+        *,
+        refused: bool = False,
     ) -> Settled | _Recheck:
         if exc.kind == "permanent":
             reason = _failure_reason(exc.reason)
@@ -365,7 +387,8 @@ class GrantRefresh:
         spec = SPECS[record.provider]
         failures = record.failure_count + 1
         delay = backoff(self.policy, failures, exc.retry_after, self.rng)
-        access_valid = is_valid(record.access_token_expiry, now)
+        # A token the provider refused does not work, whatever its expiry says.
+        access_valid = is_valid(record.access_token_expiry, now) and not refused
         status = record.status
         if gives_up(self.policy, failures, access_valid) and status is GrantStatus.ACTIVE:
             status = GrantStatus.UNAVAILABLE
