@@ -2,9 +2,10 @@
 
 One consumer of the raw topic, two batches deep: it routes a batch (parse, normalize, split per
 provider account, route to connections, build events or a quarantine record) while the batch
-before it is published (`fanout.dedupe.publish_once`) and its offsets committed. Records of one
-partition are handled strictly in order. The loop, the routing rules and where a crash can still
-repeat an event: docs/architecture.md, "The fan-out worker".
+before it is published (`fanout.dedupe.publish_once`: reconciled by record version, deduplicated by
+event id) and its offsets committed. Records of one partition are handled strictly in order. The
+loop, the routing rules and where a crash can still repeat an event: docs/architecture.md, "The
+fan-out worker" and "Reconciliation".
 """
 
 import asyncio
@@ -30,6 +31,7 @@ from fanout.dedupe import Outgoing, publish_once
 from fanout.parsers import PARSERS
 from fanout.quarantine import H_DETAIL, Reason, quarantine_record
 from fanout.raw import H_DELIVERY_ID, RawHeaders, header
+from fanout.reconcile import RecordVersion
 from fanout.vocabulary import normalize
 from provider_auth.accounts.store import Connection, ConnectionStore
 from provider_auth.providers import Provider, parse_provider
@@ -82,6 +84,13 @@ class WorkerMetrics:
             "Events not published because their id was already published.",
             registry=registry,
         )
+        self.superseded = Counter(
+            "ledgerhook_fanout_events_superseded",
+            "Change events dropped by reconciliation (their record's version was already published), "
+            "by provider.",
+            ["provider"],
+            registry=registry,
+        )
         self.quarantined = Counter(
             "ledgerhook_fanout_quarantined",
             "Raw records sent to the quarantine topic, by reason.",
@@ -114,6 +123,10 @@ class WorkerMetrics:
     def published_for(self, provider: str, entity: str) -> Any:
         """The `published` counter of one provider and entity (children are bound once)."""
         return self._child(self.published, provider, entity)
+
+    def superseded_for(self, provider: str) -> Any:
+        """The `superseded` counter of one provider (children are bound once)."""
+        return self._child(self.superseded, provider)
 
     def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -215,8 +228,9 @@ class Router:
                     headers=event.headers,
                     dedupe_id=ident,
                     labels=labels,
+                    version=RecordVersion.of(receiver.connection_id, change),
                 )
-                for ident, event in events
+                for receiver, (ident, event) in zip(receivers, events, strict=True)
             )
         if problems:
             # One quarantine record per raw record, under the reason ranked first (see _REASON_RANK).
@@ -542,7 +556,7 @@ class FanoutWorker:
             self._metrics.consumed_for(label).inc(count)
         changes_topic = self._config.changes_topic
         published_by: collections.Counter[tuple[str, str]] = collections.Counter()
-        for item in published:
+        for item in published.produced:
             if item.topic == changes_topic:
                 published_by[item.labels["provider"], item.labels["entity"]] += 1
             elif item.topic == self._config.quarantine_topic:
@@ -557,8 +571,12 @@ class FanoutWorker:
                 )
         for (provider, entity), count in published_by.items():
             self._metrics.published_for(provider, entity).inc(count)
+        # Only change events carry a version, so only they are superseded.
+        superseded_by = collections.Counter(item.labels["provider"] for item in published.superseded)
+        for provider, count in superseded_by.items():
+            self._metrics.superseded_for(provider).inc(count)
         events = sum(1 for item in outgoing if item.topic == changes_topic)
-        self._metrics.duplicates.inc(events - published_by.total())
+        self._metrics.duplicates.inc(events - published_by.total() - superseded_by.total())
 
     async def _wait_before_retry(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
