@@ -111,13 +111,14 @@ def change_schema() -> dict[str, Any]:
             "not say (FreshBooks).",
         },
         "origin": {
-            "enum": ["webhook", "cdc"],
-            "description": "How Ledgerhook learnt of the change: a provider webhook or its own polling.",
+            "enum": ["webhook", "poll", "backfill"],
+            "description": "How Ledgerhook learnt of the change: a provider webhook, its own polling of the "
+            "provider's change API, or a backfill.",
         },
         "delivery_id": {
             "type": ["string", "null"],
             "minLength": 1,
-            "description": "The webhook delivery the change came in (a UUIDv7); null for cdc.",
+            "description": "The webhook delivery the change came in (a UUIDv7); null for poll and backfill.",
         },
         "merged_into": _text("For `merged` only: the record kept (entity_id is the one that disappeared)."),
         "contact_type": {
@@ -161,7 +162,7 @@ def change_schema() -> dict[str, Any]:
                 "then": {"properties": {"delivery_id": {"type": "string"}}},
             },
             {
-                "if": {"properties": {"origin": {"const": "cdc"}}},
+                "if": {"properties": {"origin": {"enum": ["poll", "backfill"]}}},
                 "then": {"properties": {"delivery_id": {"type": "null"}}},
             },
             {

@@ -22,7 +22,7 @@ from fanout.timestamps import format_timestamp
 # Fixed forever: changing it changes every event id.
 LEDGERHOOK_NAMESPACE = uuid.UUID("6f1d2c3a-8b4e-5a7f-9c0d-1e2f3a4b5c6d")
 
-Origin = Literal["webhook", "cdc"]
+Origin = Literal["webhook", "poll", "backfill"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,9 @@ class WorkerConfig:
     # it) is seen at once; a disconnect or a pause stops events within this many seconds.
     connection_cache_seconds: float = 3.0
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+    # Reconcile webhook events by record version (docs/architecture.md, "Reconciliation"). Off by
+    # default until its cost on this path is brought down; polled events are always reconciled.
+    reconcile_webhooks: bool = False
 
 
 class WorkerMetrics:
@@ -220,6 +223,7 @@ class Router:
                 body_digest=digest,
             )
             labels = {"provider": provider.value, "entity": change.entity}  # shared, read only
+            reconcile = self._config.reconcile_webhooks
             out.extend(
                 Outgoing(
                     topic=topic,
@@ -228,7 +232,7 @@ class Router:
                     headers=event.headers,
                     dedupe_id=ident,
                     labels=labels,
-                    version=RecordVersion.of(receiver.connection_id, change),
+                    version=RecordVersion.of(receiver.connection_id, change) if reconcile else None,
                 )
                 for receiver, (ident, event) in zip(receivers, events, strict=True)
             )

@@ -90,6 +90,9 @@ class Settings(KafkaSettings):
     connection_cache_seconds: float = Field(
         3.0, ge=0, description="Seconds connection lookups are reused by the gateway and the worker."
     )
+    reconcile_webhooks: bool = Field(
+        False, description="Reconcile webhook events by record version, as polled events always are."
+    )
     sage_intacct_jwt_keys: str | None = Field(
         None, description="Public keys for Sage Intacct's Bearer JWT: JWKS JSON, JSON list of PEM, or PEM."
     )
@@ -215,6 +218,21 @@ class Settings(KafkaSettings):
     )
     freshbooks_concurrency: int | None = Field(
         DEFAULT_LIMITS[Provider.FRESHBOOKS].concurrency, ge=1, description="In flight per account."
+    )
+
+    # Change polling (fanout/polling/poller.py), in the worker when LEDGERHOOK_ENCRYPTION_KEYS is set.
+    poll_interval_seconds: int = Field(
+        300, ge=1, description="Accounts of providers without webhooks are polled this often."
+    )
+    sweep_interval_seconds: int = Field(
+        3600, ge=1, description="Accounts of providers with webhooks (QuickBooks, Xero) are swept this often."
+    )
+    poll_concurrency: int = Field(8, ge=1, description="Accounts one worker polls at once.")
+    poll_lease_seconds: float = Field(
+        120.0, gt=0, description="A poll's lease on its account, renewed every third of it while it runs."
+    )
+    poll_sync_seconds: float = Field(
+        30.0, gt=0, description="How often the polled accounts are brought in line with the connections."
     )
 
     # Process.

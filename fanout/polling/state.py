@@ -53,11 +53,12 @@ _RESUME = (
 _RESCHEDULE = (
     "UPDATE poll_accounts a SET interval_seconds = $1::integer,"
     " next_due_at = LEAST(a.next_due_at, a.last_polled_at + $1::integer * interval '1 second')"
-    " WHERE a.enabled AND a.interval_seconds <> $1::integer"
+    " WHERE a.enabled AND a.interval_seconds <> $1::integer AND a.provider = ANY($2::text[])"
 )
 _DISABLE = (
     "UPDATE poll_accounts a SET enabled = false"
-    f" WHERE a.enabled AND NOT ({_HAS_ACTIVE_CONNECTION}) AND {_HAS_CONNECTION}"
+    " WHERE a.enabled AND a.provider = ANY($1::text[])"
+    f" AND NOT ({_HAS_ACTIVE_CONNECTION}) AND {_HAS_CONNECTION}"
 )
 # Its connection rows are gone altogether: its watermarks go with it (foreign key cascade).
 _REMOVE = f"DELETE FROM poll_accounts a WHERE NOT {_HAS_CONNECTION}"
@@ -220,7 +221,7 @@ class PollState:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SYNC_LOCK_KEY)
             added = _count(await conn.execute(_ADD, slugs, default_interval_seconds))
             resumed = _count(await conn.execute(_RESUME, slugs, default_interval_seconds))
-            await conn.execute(_RESCHEDULE, default_interval_seconds)
+            await conn.execute(_RESCHEDULE, default_interval_seconds, slugs)
             disabled = _count(await conn.execute(_DISABLE, slugs))
             removed = _count(await conn.execute(_REMOVE))
         return AccountsSynced(added=added, resumed=resumed, disabled=disabled, removed=removed)

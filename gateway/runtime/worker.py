@@ -28,6 +28,7 @@ from gateway.runtime.lifecycle import Lifecycle
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.loops import freeze_startup_heap, run_event_loop
 from gateway.runtime.oauth import build_refresher, build_token_manager
+from gateway.runtime.polling import build_poller
 from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStore
 
@@ -55,6 +56,7 @@ def worker_tasks(settings: Settings, infra: Infrastructure, registry: CollectorR
             batch_size=settings.worker_batch_size,
             session_timeout_ms=settings.worker_session_timeout_ms,
             connection_cache_seconds=settings.connection_cache_seconds,
+            reconcile_webhooks=settings.reconcile_webhooks,
         ),
         connection_options(settings),
         infra.producer,
@@ -68,6 +70,8 @@ def worker_tasks(settings: Settings, infra: Infrastructure, registry: CollectorR
     tokens = build_token_manager(settings, infra, registry)
     if tokens is not None:
         tasks.append(WorkerTask("token-refresher", build_refresher(settings, tokens).run))
+        # Change polling reads the providers' APIs with those tokens.
+        tasks.append(WorkerTask("change-poller", build_poller(settings, infra, tokens, registry).run))
     return tasks
 
 

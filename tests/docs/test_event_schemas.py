@@ -227,12 +227,12 @@ def _data(**overrides: Any) -> dict[str, Any]:
         ({"operation": "status_changed"}, True),
         ({"occurred_at": None}, True),
         ({"occurred_at": "2025-09-10T21:31:24.500123Z"}, True),
-        ({"origin": "cdc", "delivery_id": None, "record": {"Id": "1", "Line": [{"Amount": 1.5}]}}, True),
+        ({"origin": "poll", "delivery_id": None, "record": {"Id": "1", "Line": [{"Amount": 1.5}]}}, True),
         ({"attributes": {"type": "ACCRECCREDIT", "status": "AUTHORISED"}}, True),
         ({"entity": "contact", "contact_type": "customer"}, True),
         ({"operation": "merged", "merged_into": "977"}, True),
         ({"extra": "field"}, False),
-        ({"origin": "cdc"}, False),  # cdc has no delivery
+        ({"origin": "poll"}, False),  # cdc has no delivery
         ({"delivery_id": None}, False),  # a webhook has one
         ({"origin": "email"}, False),
         ({"provider": "sage"}, False),
@@ -569,7 +569,7 @@ def test_any_normalized_change_gives_valid_data(
     event = change_event(
         recipient,
         change,
-        origin="cdc" if cdc else "webhook",
+        origin="poll" if cdc else "webhook",
         delivery_id=None if cdc else uuid7(),
         received_at=received,
         record=record,

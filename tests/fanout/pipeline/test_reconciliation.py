@@ -47,6 +47,7 @@ def settings(settings_factory: Any) -> Settings:
         worker_group_id=f"fanout-{uuid.uuid4().hex[:8]}",
         worker_session_timeout_ms=1000,
         connection_cache_seconds=0,
+        reconcile_webhooks=True,
     )
 
 

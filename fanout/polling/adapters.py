@@ -1,0 +1,56 @@
+"""Which polling module reads which provider's change API, and what every such module offers.
+
+Each module is pure (requests built from a watermark, pages parsed from bytes); the engine in
+`fanout.polling.poller` drives any of them the same way. See docs/architecture.md, "Polling state".
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from fanout.polling import freshbooks, netsuite, quickbooks, sage_intacct, xero, zoho_books
+from fanout.polling.pages import PageRequest, PolledPage, PollTarget
+from provider_auth.providers import Provider
+
+__all__ = ["ADAPTERS", "MAX_LOOKBACK", "WEBHOOK_PROVIDERS", "PollingModule"]
+
+
+class PollingModule(Protocol):
+    """What a provider's polling module exports."""
+
+    # The provider's entity names polled by default; watermarks are kept per entity.
+    ENTITIES: tuple[str, ...]
+    # How far before its watermark an entity's next poll starts (clock skew, inclusive cursors).
+    OVERLAP: timedelta
+    PAGE_SIZE: int
+
+    def first_requests(
+        self, target: PollTarget, since: datetime, entities: Sequence[str]
+    ) -> list[PageRequest]:
+        """The first calls of a poll of `entities` changed at or after `since`."""
+        ...
+
+    def parse_page(self, target: PollTarget, request: PageRequest, body: bytes) -> PolledPage:
+        """One answer to `request`; ParseError when it is not one."""
+        ...
+
+    def next_requests(self, target: PollTarget, request: PageRequest, page: PolledPage) -> list[PageRequest]:
+        """The calls that follow `page` ([] when it was the last)."""
+        ...
+
+
+ADAPTERS: Mapping[Provider, PollingModule] = {
+    Provider.QUICKBOOKS: quickbooks,
+    Provider.XERO: xero,
+    Provider.NETSUITE: netsuite,
+    Provider.SAGE_INTACCT: sage_intacct,
+    Provider.ZOHO_BOOKS: zoho_books,
+    Provider.FRESHBOOKS: freshbooks,
+}
+
+# The oldest change a provider's change API still answers for, where it has such a bound.
+MAX_LOOKBACK: Mapping[Provider, timedelta] = {Provider.QUICKBOOKS: quickbooks.MAX_LOOKBACK}
+
+# Providers whose webhooks reach every connection: their accounts are swept (a slower poll that
+# catches missed webhooks) rather than polled (docs/providers.md, QuickBooks Online; Xero).
+WEBHOOK_PROVIDERS = frozenset({Provider.QUICKBOOKS, Provider.XERO})
