@@ -1,10 +1,12 @@
 """Shared JSON reading for parsers: one error type, nothing but `ParseError` escapes."""
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from fanout.changes import ParseError
+from fanout.timestamps import parse_timestamp
 
 
 def load_json(body: bytes) -> Any:
@@ -51,3 +53,20 @@ def as_list(value: Any, *, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise ParseError(f"{where} must be a JSON array")
     return value
+
+
+def timestamp(value: object, where: str) -> datetime:
+    """A required provider timestamp (`fanout.timestamps.parse_timestamp`), or ParseError."""
+    if value is None:
+        raise ParseError(f"{where} is missing")
+    if not isinstance(value, str):
+        raise ParseError(f"{where} must be a string")
+    try:
+        return parse_timestamp(value)
+    except (ValueError, OverflowError):
+        raise ParseError(f"{where} is unreadable") from None
+
+
+def optional_timestamp(value: object, where: str) -> datetime | None:
+    """A provider timestamp when present, or ParseError for one that cannot be read."""
+    return None if value is None else timestamp(value, where)

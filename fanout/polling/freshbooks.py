@@ -10,7 +10,7 @@ FreshBooks).
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from fanout.changes import ParseError, ProviderChange
 from fanout.parsers.json_body import as_list, as_object, load_json, text
-from fanout.polling.pages import PageRequest, PolledPage, PollTarget
+from fanout.polling.pages import PageRequest, PolledPage, PollTarget, next_page
 from fanout.timestamps import parse_timestamp
 
 # Credit notes and bill payments are left out: their answers carry no last-updated time. Bills and
@@ -112,9 +112,7 @@ def next_requests(target: PollTarget, request: PageRequest, page: PolledPage) ->
     """The next page of the same search while `page` < `pages`; [] after the last one."""
     if not page.more:
         return []
-    following = str(int(dict(request.params).get("page", "1")) + 1)
-    params = tuple((key, following if key == "page" else value) for key, value in request.params)
-    return [replace(request, params=params)]
+    return [next_page(request)]
 
 
 def _resource(entity: str) -> _Resource:

@@ -4,7 +4,7 @@ Both are plain data, so building a request and reading its answer stay pure func
 drive with documented payloads; one small fetcher sends any `PageRequest` to the provider.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from fanout.changes import ProviderChange
@@ -47,3 +47,10 @@ class PollTarget:
     # NetSuite answers SuiteQL in the account's own time zone (IANA name); others answer in UTC
     # or with an explicit offset.
     time_zone: str = "UTC"
+
+
+def next_page(request: PageRequest, name: str = "page") -> PageRequest:
+    """`request` asking for the page after its own (`name`, counted from 1, absent meaning 1)."""
+    following = str(int(dict(request.params).get(name, "1")) + 1)
+    params = tuple((key, following if key == name else value) for key, value in request.params)
+    return replace(request, params=params)

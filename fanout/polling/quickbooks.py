@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fanout.changes import ParseError, ProviderChange
-from fanout.parsers.json_body import as_list, as_object, load_json, text
+from fanout.parsers.json_body import as_list, as_object, load_json, optional_timestamp, text, timestamp
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from fanout.timestamps import format_timestamp, parse_timestamp
 
@@ -101,7 +101,9 @@ def parse_page(target: PollTarget, request: PageRequest, body: bytes) -> PolledP
             f"{entities[0]}: {PAGE_SIZE} or more changes at {format_timestamp(since)}; "
             "CDC cannot read past them"
         )
-    return PolledPage(changes=changes, more=more, server_time=_optional_time(document.get("time"), "time"))
+    return PolledPage(
+        changes=changes, more=more, server_time=optional_timestamp(document.get("time"), "time")
+    )
 
 
 def next_requests(target: PollTarget, request: PageRequest, page: PolledPage) -> list[PageRequest]:
@@ -168,7 +170,7 @@ def _resume_point(changes: Iterable[ProviderChange], since: datetime) -> datetim
 
 def _change(target: PollTarget, entity: str, record: dict[str, Any], where: str) -> ProviderChange:
     meta = as_object(record.get("MetaData"), where=f"{where}.MetaData")
-    updated = _time(meta.get("LastUpdatedTime"), f"{where}.MetaData.LastUpdatedTime")
+    updated = timestamp(meta.get("LastUpdatedTime"), f"{where}.MetaData.LastUpdatedTime")
     return ProviderChange(
         provider_account_id=target.account,
         entity=entity,
@@ -190,21 +192,6 @@ def _operation(record: dict[str, Any], meta: dict[str, Any], updated: datetime) 
         except (ValueError, OverflowError):
             pass  # only tells created from updated; the version is LastUpdatedTime
     return _UPDATE
-
-
-def _time(value: object, where: str) -> datetime:
-    if value is None:
-        raise ParseError(f"{where} is missing")
-    if not isinstance(value, str):
-        raise ParseError(f"{where} must be a string")
-    try:
-        return parse_timestamp(value)
-    except (ValueError, OverflowError):
-        raise ParseError(f"{where} is unreadable") from None
-
-
-def _optional_time(value: object, where: str) -> datetime | None:
-    return None if value is None else _time(value, where)
 
 
 def _reject_fault(document: dict[str, Any], *, where: str) -> None:

@@ -11,9 +11,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fanout.changes import ParseError, ProviderChange
-from fanout.parsers.json_body import as_list, as_object, load_json, optional_text, text
+from fanout.parsers.json_body import (
+    as_list,
+    as_object,
+    load_json,
+    optional_text,
+    optional_timestamp,
+    text,
+    timestamp,
+)
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
-from fanout.timestamps import parse_timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +106,7 @@ def parse_page(target: PollTarget, request: PageRequest, body: bytes) -> PolledP
     return PolledPage(
         changes=changes,
         more=_more(endpoint, request, document, len(records)),
-        server_time=_optional_time(document.get("DateTimeUTC"), "DateTimeUTC"),
+        server_time=optional_timestamp(document.get("DateTimeUTC"), "DateTimeUTC"),
     )
 
 
@@ -183,21 +190,6 @@ def _change(
         entity=entity,
         entity_id=text(record, endpoint.id_field, where=where),
         operation=_STATUS_OPERATIONS.get((status or "").upper(), _UPDATE),
-        occurred_at=_time(record.get("UpdatedDateUTC"), f"{where}.UpdatedDateUTC"),
+        occurred_at=timestamp(record.get("UpdatedDateUTC"), f"{where}.UpdatedDateUTC"),
         attributes=attributes,
     )
-
-
-def _time(value: object, where: str) -> datetime:
-    if value is None:
-        raise ParseError(f"{where} is missing")
-    if not isinstance(value, str):
-        raise ParseError(f"{where} must be a string")
-    try:
-        return parse_timestamp(value)
-    except (ValueError, OverflowError):
-        raise ParseError(f"{where} is unreadable") from None
-
-
-def _optional_time(value: object, where: str) -> datetime | None:
-    return None if value is None else _time(value, where)

@@ -7,13 +7,13 @@ What each call relies on, with Zoho's own pages, is under "Polling" in (docs/pro
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fanout.changes import ParseError, ProviderChange
 from fanout.parsers.json_body import as_list, as_object, load_json, optional_text, text
-from fanout.polling.pages import PageRequest, PolledPage, PollTarget
+from fanout.polling.pages import PageRequest, PolledPage, PollTarget, next_page
 from fanout.timestamps import parse_timestamp
 
 # Journals are left out: an integrator reports their `last_modified_time` filter matching the journal
@@ -122,9 +122,7 @@ def next_requests(target: PollTarget, request: PageRequest, page: PolledPage) ->
     """The next page of the same list while `page_context.has_more_page`; [] after the last one."""
     if not page.more:
         return []
-    following = str(int(dict(request.params).get("page", "1")) + 1)
-    params = tuple((key, following if key == "page" else value) for key, value in request.params)
-    return [replace(request, params=params)]
+    return [next_page(request)]
 
 
 def _endpoint(entity: str) -> _Endpoint:
