@@ -17,6 +17,7 @@ from fanout.polling import freshbooks
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from fanout.vocabulary import UNIFIED_ENTITIES, entity_name, normalize
 from provider_auth.providers import Provider
+from tests.fanout.polling.careless_json import MISSING, dumps, hostile, json_values
 
 PAGES = Path(__file__).parent / "pages" / "freshbooks"
 ACCOUNT = PollTarget(account="zDmNq")  # the accounting_systemid of FreshBooks' examples
@@ -304,41 +305,9 @@ def test_a_request_this_module_did_not_build_is_refused(path: str) -> None:
 
 # --- properties ------------------------------------------------------------------------------------
 
-_LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),
-    st.text(max_size=30),
-    st.sampled_from(
-        ["2021-04-16 10:31:59", "0001-01-01 00:00:00", "9999-12-31 23:59:59", "2021-02-30 00:00:00"]
-    ),
+JSON = json_values(
+    ["2021-04-16 10:31:59", "0001-01-01 00:00:00", "9999-12-31 23:59:59", "2021-02-30 00:00:00"]
 )
-JSON = st.recursive(
-    _LEAF,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=16,
-)
-MISSING = object()
-
-
-def hostile(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(valid, JSON, st.just(MISSING))
-
-
-def dumps(value: Any) -> bytes:
-    """JSON as a careless sender writes it: NaN, huge integers, missing fields left out."""
-
-    def present(item: Any) -> Any:
-        if isinstance(item, dict):
-            return {k: present(v) for k, v in item.items() if v is not MISSING}
-        if isinstance(item, list):
-            return [present(v) for v in item if v is not MISSING]
-        return item
-
-    return json.dumps(present(value), allow_nan=True).encode()
 
 
 def sound(request: PageRequest, body: bytes) -> PolledPage | None:
@@ -385,24 +354,24 @@ def test_deep_nesting(depth: int, opener: str) -> None:
 def hostile_page(draw: st.DrawFn) -> Any:
     record = st.builds(
         lambda **fields: {k: v for k, v in fields.items() if v is not MISSING},
-        id=hostile(st.integers(min_value=1, max_value=2**40)),
-        userid=hostile(st.integers(min_value=1, max_value=2**40)),
-        updated=hostile(st.just("2021-04-16 10:31:59")),
-        created_at=hostile(st.just("2021-04-16 10:31:59")),
-        vis_state=hostile(st.sampled_from([0, 1, 2, 3])),
+        id=hostile(st.integers(min_value=1, max_value=2**40), JSON),
+        userid=hostile(st.integers(min_value=1, max_value=2**40), JSON),
+        updated=hostile(st.just("2021-04-16 10:31:59"), JSON),
+        created_at=hostile(st.just("2021-04-16 10:31:59"), JSON),
+        vis_state=hostile(st.sampled_from([0, 1, 2, 3]), JSON),
     )
     result = st.builds(
         lambda **fields: {k: v for k, v in fields.items() if v is not MISSING},
-        clients=hostile(st.lists(hostile(record), max_size=3)),
-        page=hostile(st.integers(min_value=0, max_value=3)),
-        pages=hostile(st.integers(min_value=0, max_value=3)),
+        clients=hostile(st.lists(hostile(record, JSON), max_size=3), JSON),
+        page=hostile(st.integers(min_value=0, max_value=3), JSON),
+        pages=hostile(st.integers(min_value=0, max_value=3), JSON),
     )
     response = st.builds(
         lambda **fields: {k: v for k, v in fields.items() if v is not MISSING},
-        result=hostile(result),
+        result=hostile(result, JSON),
         errors=st.just(MISSING) | JSON,
     )
-    return {"response": draw(hostile(response)), "extra": draw(JSON)}
+    return {"response": draw(hostile(response, JSON)), "extra": draw(JSON)}
 
 
 @FUZZ

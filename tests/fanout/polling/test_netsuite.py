@@ -1,7 +1,6 @@
 """NetSuite SuiteQL polling (docs/providers.md, NetSuite): the requests, a golden page, keyset paging
 over equal timestamps, windows cut in two past SuiteQL's row cap, and hostile answers."""
 
-import json
 import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from fanout.vocabulary import UNIFIED_ENTITIES, entity_name, normalize
 from provider_auth.oauth.specs import SPECS
 from provider_auth.providers import Provider
+from tests.fanout.polling.careless_json import dumps, hostile, json_values
 
 PAGES = Path(__file__).parent / "pages" / "netsuite"
 TARGET = PollTarget(account="TSTDRV1234567", time_zone="America/Los_Angeles")
@@ -418,40 +418,7 @@ def test_a_poll_reads_every_row_from_since_exactly_once(
 
 REQUEST = netsuite.first_requests(TARGET, datetime(2025, 1, 1, tzinfo=UTC), ["invoice"])[0]
 
-_LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),
-    st.text(max_size=30),
-    st.sampled_from(["T", "F", "2025-01-01 10:00:00", "2025-13-01 10:00:00", "0001-01-01 00:00:00", "12"]),
-)
-JSON = st.recursive(
-    _LEAF,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-MISSING = object()
-
-
-def hostile(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(valid, JSON, st.just(MISSING))
-
-
-def strip(value: Any) -> Any:
-    """`value` without the MISSING markers, at any depth."""
-    if isinstance(value, dict):
-        return {key: strip(item) for key, item in value.items() if item is not MISSING}
-    if isinstance(value, list):
-        return [strip(item) for item in value if item is not MISSING]
-    return None if value is MISSING else value
-
-
-def careless(value: Any) -> bytes:
-    """JSON as a careless sender writes it: NaN, infinities, huge integers, lone surrogates."""
-    return json.dumps(strip(value), allow_nan=True).encode()
+JSON = json_values(["T", "F", "2025-01-01 10:00:00", "2025-13-01 10:00:00", "0001-01-01 00:00:00", "12"])
 
 
 def only_parse_errors(body: bytes) -> netsuite.SuiteQLPage | None:
@@ -479,7 +446,7 @@ def test_arbitrary_bytes_are_a_parse_error_or_a_page(body: bytes) -> None:
 @FUZZ
 @given(value=JSON)
 def test_arbitrary_json_is_a_parse_error_or_a_page(value: Any) -> None:
-    only_parse_errors(careless(value))
+    only_parse_errors(dumps(value))
 
 
 @FUZZ
@@ -489,20 +456,22 @@ def test_arbitrary_json_is_a_parse_error_or_a_page(value: Any) -> None:
             hostile(
                 st.builds(
                     dict,
-                    id=hostile(st.integers(min_value=0, max_value=10**6).map(str)),
-                    modified_at=hostile(st.just("2025-01-01 10:00:00")),
-                    created_at=hostile(st.just("2025-01-01 10:00:00")),
-                    voided=hostile(st.sampled_from(["T", "F"])),
-                )
+                    id=hostile(st.integers(min_value=0, max_value=10**6).map(str), JSON),
+                    modified_at=hostile(st.just("2025-01-01 10:00:00"), JSON),
+                    created_at=hostile(st.just("2025-01-01 10:00:00"), JSON),
+                    voided=hostile(st.sampled_from(["T", "F"]), JSON),
+                ),
+                JSON,
             ),
             max_size=4,
-        )
+        ),
+        JSON,
     ),
-    more=hostile(st.booleans()),
-    total=hostile(st.integers(min_value=0, max_value=10**6)),
+    more=hostile(st.booleans(), JSON),
+    total=hostile(st.integers(min_value=0, max_value=10**6), JSON),
 )
 def test_hostile_fields_in_a_well_formed_envelope(items: Any, more: Any, total: Any) -> None:
-    only_parse_errors(careless({"items": items, "hasMore": more, "totalResults": total}))
+    only_parse_errors(dumps({"items": items, "hasMore": more, "totalResults": total}))
 
 
 _AT = '"modified_at": "2025-01-01 10:00:00"'

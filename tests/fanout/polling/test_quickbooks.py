@@ -18,6 +18,7 @@ from fanout.polling import quickbooks
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from fanout.vocabulary import UNIFIED_ENTITIES, entity_name, normalize
 from provider_auth.providers import Provider
+from tests.fanout.polling.careless_json import MISSING, dumps, hostile, json_values
 
 PAGES = Path(__file__).parent / "pages" / "quickbooks"
 REALM = "9341453908000000"
@@ -349,39 +350,7 @@ def test_a_window_of_2500_changes_is_read_whole_but_deletions_behind_a_cut() -> 
 
 # --- hostile input ----------------------------------------------------------------------------------
 
-_LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),  # NaN and infinities are written as non-JSON tokens
-    st.text(max_size=20),
-    st.sampled_from(["Deleted", "2015-12-23T12:55:50-08:00", "/Date(1541176290160+0000)/", "\ud800"]),
-)
-JSON = st.recursive(
-    _LEAF,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-MISSING = object()
-
-
-def dumps(value: Any) -> bytes:
-    """JSON as a careless sender writes it: NaN, huge integers, lone surrogates."""
-    return json.dumps(_present(value), allow_nan=True).encode()
-
-
-def _present(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _present(v) for k, v in value.items() if v is not MISSING}
-    if isinstance(value, list):
-        return [_present(v) for v in value if v is not MISSING]
-    return value
-
-
-def hostile(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(valid, JSON, st.just(MISSING))
+JSON = json_values(["Deleted", "2015-12-23T12:55:50-08:00", "/Date(1541176290160+0000)/", "\ud800"])
 
 
 def sound_page(request: PageRequest, body: bytes) -> PolledPage | None:
@@ -469,26 +438,28 @@ def rendered(draw: st.DrawFn, moment: datetime | None = None) -> tuple[str, date
 def hostile_answer(draw: st.DrawFn) -> Any:
     def meta() -> st.SearchStrategy[Any]:
         when = rendered().map(lambda pair: pair[0])
-        return st.builds(_obj, LastUpdatedTime=hostile(when), CreateTime=hostile(when))
+        return st.builds(_obj, LastUpdatedTime=hostile(when, JSON), CreateTime=hostile(when, JSON))
 
     obj = st.builds(
         _obj,
-        Id=hostile(st.one_of(st.text(max_size=5), st.integers())),
-        MetaData=hostile(meta()),
-        status=hostile(st.sampled_from(["Deleted", "Active"])),
+        Id=hostile(st.one_of(st.text(max_size=5), st.integers()), JSON),
+        MetaData=hostile(meta(), JSON),
+        status=hostile(st.sampled_from(["Deleted", "Active"]), JSON),
     )
     group = st.builds(
         _obj,
-        Invoice=hostile(st.lists(hostile(obj), max_size=3)),
-        Customer=hostile(st.lists(hostile(obj), max_size=3)),
-        startPosition=hostile(st.integers()),
+        Invoice=hostile(st.lists(hostile(obj, JSON), max_size=3), JSON),
+        Customer=hostile(st.lists(hostile(obj, JSON), max_size=3), JSON),
+        startPosition=hostile(st.integers(), JSON),
     )
     response = st.builds(
-        _obj, QueryResponse=hostile(st.lists(hostile(group), max_size=3)), Fault=st.just(MISSING) | JSON
+        _obj,
+        QueryResponse=hostile(st.lists(hostile(group, JSON), max_size=3), JSON),
+        Fault=st.just(MISSING) | JSON,
     )
     return _obj(
-        CDCResponse=draw(hostile(st.lists(hostile(response), max_size=2))),
-        time=draw(hostile(rendered().map(lambda pair: pair[0]))),
+        CDCResponse=draw(hostile(st.lists(hostile(response, JSON), max_size=2), JSON)),
+        time=draw(hostile(rendered().map(lambda pair: pair[0]), JSON)),
     )
 
 

@@ -1,7 +1,6 @@
 """Sage Intacct polling over the REST query service (docs/providers.md, Sage Intacct): the requests, a
 golden page, paging that restarts from the last second read, and hostile answers."""
 
-import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,6 +18,7 @@ from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from fanout.vocabulary import UNIFIED_ENTITIES, entity_name, normalize
 from provider_auth.oauth.specs import SPECS
 from provider_auth.providers import Provider
+from tests.fanout.polling.careless_json import dumps, hostile, json_values
 
 PAGES = Path(__file__).parent / "pages" / "sage_intacct"
 TARGET = PollTarget(account="acme-corp")
@@ -328,42 +328,9 @@ def test_a_poll_reads_every_row_from_since_exactly_once_in_order(
 
 REQUEST = first(datetime(2025, 1, 1, tzinfo=UTC))
 
-_LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),
-    st.text(max_size=30),
-    st.sampled_from(
-        ["2025-01-01T10:00:00Z", "2025-01-01T10:00:00", "1999-01-01T10:00:00Z", "9999-12-31T23:59:59-12:00"]
-    ),
+JSON = json_values(
+    ["2025-01-01T10:00:00Z", "2025-01-01T10:00:00", "1999-01-01T10:00:00Z", "9999-12-31T23:59:59-12:00"]
 )
-JSON = st.recursive(
-    _LEAF,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-MISSING = object()
-
-
-def hostile(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(valid, JSON, st.just(MISSING))
-
-
-def strip(value: Any) -> Any:
-    """`value` without the MISSING markers, at any depth."""
-    if isinstance(value, dict):
-        return {key: strip(item) for key, item in value.items() if item is not MISSING}
-    if isinstance(value, list):
-        return [strip(item) for item in value if item is not MISSING]
-    return None if value is MISSING else value
-
-
-def careless(value: Any) -> bytes:
-    """JSON as a careless sender writes it: NaN, infinities, huge integers, lone surrogates."""
-    return json.dumps(strip(value), allow_nan=True).encode()
 
 
 def only_parse_errors(body: bytes) -> PolledPage | None:
@@ -390,7 +357,7 @@ def test_arbitrary_bytes_are_a_parse_error_or_a_page(body: bytes) -> None:
 @FUZZ
 @given(value=JSON)
 def test_arbitrary_json_is_a_parse_error_or_a_page(value: Any) -> None:
-    only_parse_errors(careless(value))
+    only_parse_errors(dumps(value))
 
 
 @FUZZ
@@ -400,28 +367,31 @@ def test_arbitrary_json_is_a_parse_error_or_a_page(value: Any) -> None:
             hostile(
                 st.builds(
                     dict,
-                    key=hostile(st.integers(min_value=0, max_value=10**6).map(str)),
-                    id=hostile(st.text(min_size=1, max_size=8)),
+                    key=hostile(st.integers(min_value=0, max_value=10**6).map(str), JSON),
+                    id=hostile(st.text(min_size=1, max_size=8), JSON),
                     audit=hostile(
                         st.fixed_dictionaries(
                             {},
                             optional={
-                                "modifiedDateTime": hostile(st.just("2025-01-01T10:00:00Z")),
-                                "createdDateTime": hostile(st.just("2025-01-01T10:00:00Z")),
+                                "modifiedDateTime": hostile(st.just("2025-01-01T10:00:00Z"), JSON),
+                                "createdDateTime": hostile(st.just("2025-01-01T10:00:00Z"), JSON),
                             },
-                        )
+                        ),
+                        JSON,
                     ),
-                )
+                ),
+                JSON,
             ),
             max_size=4,
-        )
+        ),
+        JSON,
     ),
-    following=hostile(st.one_of(st.none(), st.integers(min_value=2, max_value=10**6))),
-    total=hostile(st.integers(min_value=0, max_value=10)),
+    following=hostile(st.one_of(st.none(), st.integers(min_value=2, max_value=10**6)), JSON),
+    total=hostile(st.integers(min_value=0, max_value=10), JSON),
 )
 def test_hostile_fields_in_a_well_formed_envelope(rows: Any, following: Any, total: Any) -> None:
     meta = {"next": following, "totalCount": total, "start": 1}
-    only_parse_errors(careless({"ia::result": rows, "ia::meta": meta}))
+    only_parse_errors(dumps({"ia::result": rows, "ia::meta": meta}))
 
 
 _AT = '"audit": {"modifiedDateTime": "2025-01-01T10:00:00Z"}'

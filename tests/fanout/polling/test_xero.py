@@ -15,6 +15,7 @@ from fanout.polling import xero
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from fanout.vocabulary import UNIFIED_ENTITIES, entity_name, normalize
 from provider_auth.providers import Provider
+from tests.fanout.polling.careless_json import MISSING, dumps, hostile, json_values
 
 PAGES = Path(__file__).parent / "pages" / "xero"
 TENANT = "c2cc9b6e-9458-4c7d-93cc-f02b81b0594f"
@@ -457,43 +458,11 @@ def test_a_request_not_built_here_is_refused() -> None:
 
 # --- hostile input ----------------------------------------------------------------------------------
 
-_LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),  # NaN and infinities are written as non-JSON tokens
-    st.text(max_size=20),
-    st.sampled_from(["DELETED", "VOIDED", "/Date(1541176290160+0000)/", "/Date(-99999999999999)/", "\ud800"]),
-)
-JSON = st.recursive(
-    _LEAF,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-MISSING = object()
-
-
-def dumps(value: Any) -> bytes:
-    """JSON as a careless sender writes it: NaN, huge integers, lone surrogates."""
-    return json.dumps(_present(value), allow_nan=True).encode()
-
-
-def _present(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _present(v) for k, v in value.items() if v is not MISSING}
-    if isinstance(value, list):
-        return [_present(v) for v in value if v is not MISSING]
-    return value
+JSON = json_values(["DELETED", "VOIDED", "/Date(1541176290160+0000)/", "/Date(-99999999999999)/", "\ud800"])
 
 
 def _obj(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not MISSING}
-
-
-def hostile(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(valid, JSON, st.just(MISSING))
 
 
 def sound_page(request: PageRequest, body: bytes) -> PolledPage | None:
@@ -571,17 +540,19 @@ def dotnet_date(draw: st.DrawFn) -> tuple[str, datetime]:
 def hostile_answer(draw: st.DrawFn) -> Any:
     record = st.builds(
         _obj,
-        InvoiceID=hostile(st.one_of(st.text(max_size=5), st.integers())),
-        UpdatedDateUTC=hostile(dotnet_date().map(lambda pair: pair[0])),
-        Status=hostile(st.sampled_from(["DELETED", "VOIDED", "PAID"])),
-        Type=hostile(st.sampled_from(["ACCREC", "ACCPAY"])),
+        InvoiceID=hostile(st.one_of(st.text(max_size=5), st.integers()), JSON),
+        UpdatedDateUTC=hostile(dotnet_date().map(lambda pair: pair[0]), JSON),
+        Status=hostile(st.sampled_from(["DELETED", "VOIDED", "PAID"]), JSON),
+        Type=hostile(st.sampled_from(["ACCREC", "ACCPAY"]), JSON),
     )
-    pagination = st.builds(_obj, page=hostile(st.integers()), pageCount=hostile(st.integers(-5, 2**70)))
+    pagination = st.builds(
+        _obj, page=hostile(st.integers(), JSON), pageCount=hostile(st.integers(-5, 2**70), JSON)
+    )
     return _obj(
-        Invoices=draw(hostile(st.lists(hostile(record), max_size=4))),
-        pagination=draw(hostile(pagination)),
-        DateTimeUTC=draw(hostile(dotnet_date().map(lambda pair: pair[0]))),
-        Status=draw(hostile(st.just("OK"))),
+        Invoices=draw(hostile(st.lists(hostile(record, JSON), max_size=4), JSON)),
+        pagination=draw(hostile(pagination, JSON)),
+        DateTimeUTC=draw(hostile(dotnet_date().map(lambda pair: pair[0]), JSON)),
+        Status=draw(hostile(st.just("OK"), JSON)),
     )
 
 

@@ -16,6 +16,7 @@ from fanout.polling import zoho_books
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from fanout.vocabulary import UNIFIED_ENTITIES, entity_name, normalize
 from provider_auth.providers import Provider
+from tests.fanout.polling.careless_json import MISSING, dumps, hostile, json_values
 
 PAGES = Path(__file__).parent / "pages" / "zoho_books"
 ORG = PollTarget(account="10234695")  # the organization id of Zoho's examples
@@ -267,39 +268,7 @@ def test_a_request_this_module_did_not_build_is_refused() -> None:
 
 # --- properties ------------------------------------------------------------------------------------
 
-_LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),
-    st.text(max_size=30),
-    st.sampled_from(["2013-11-18T02:17:40-0800", "2013-11-18T02:17:40", "9999-12-31T23:59:59-2359", "0"]),
-)
-JSON = st.recursive(
-    _LEAF,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=16,
-)
-MISSING = object()
-
-
-def hostile(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(valid, JSON, st.just(MISSING))
-
-
-def dumps(value: Any) -> bytes:
-    """JSON as a careless sender writes it: NaN, huge integers, missing fields left out."""
-
-    def present(item: Any) -> Any:
-        if isinstance(item, dict):
-            return {k: present(v) for k, v in item.items() if v is not MISSING}
-        if isinstance(item, list):
-            return [present(v) for v in item if v is not MISSING]
-        return item
-
-    return json.dumps(present(value), allow_nan=True).encode()
+JSON = json_values(["2013-11-18T02:17:40-0800", "2013-11-18T02:17:40", "9999-12-31T23:59:59-2359", "0"])
 
 
 def sound(request: PageRequest, body: bytes) -> PolledPage | None:
@@ -343,15 +312,17 @@ def test_deep_nesting(depth: int, opener: str) -> None:
 def hostile_page(draw: st.DrawFn) -> Any:
     record = st.builds(
         lambda **fields: {k: v for k, v in fields.items() if v is not MISSING},
-        invoice_id=hostile(st.one_of(st.text(max_size=8), st.integers())),
-        last_modified_time=hostile(st.just("2013-11-18T02:17:40-0800")),
-        created_time=hostile(st.just("2013-11-18T02:17:40-0800")),
-        status=hostile(st.sampled_from(["void", "draft"])),
+        invoice_id=hostile(st.one_of(st.text(max_size=8), st.integers()), JSON),
+        last_modified_time=hostile(st.just("2013-11-18T02:17:40-0800"), JSON),
+        created_time=hostile(st.just("2013-11-18T02:17:40-0800"), JSON),
+        status=hostile(st.sampled_from(["void", "draft"]), JSON),
     )
     return {
-        "code": draw(hostile(st.just(0))),
-        "invoices": draw(hostile(st.lists(hostile(record), max_size=3))),
-        "page_context": draw(hostile(st.fixed_dictionaries({"has_more_page": hostile(st.booleans())}))),
+        "code": draw(hostile(st.just(0), JSON)),
+        "invoices": draw(hostile(st.lists(hostile(record, JSON), max_size=3), JSON)),
+        "page_context": draw(
+            hostile(st.fixed_dictionaries({"has_more_page": hostile(st.booleans(), JSON)}), JSON)
+        ),
         "extra": draw(JSON),
     }
 
