@@ -14,8 +14,9 @@ Files:
 - `accounting.<entity>.<operation>.json`: one per unified entity and standard operation; each
   `$ref`s the common schema and pins `entity` and `operation` (and what `contact_type` and
   `merged_into` may be);
-- `integrated_account.authentication_error.json`, `integrated_account.reactivated.json`: the data
-  of the account events (their CloudEvents types are `integrated_account:<event>`).
+- `integrated_account.authentication_error.json`, `integrated_account.reactivated.json`,
+  `integrated_account.history_gap.json`: the data of the account events (their CloudEvents types are
+  `integrated_account:<event>`).
 
 Each schema's `title` is the CloudEvents `type` it describes (`accounting.change.json`: the pattern
 `accounting.<entity>.<operation>`). See docs/events.md.
@@ -229,6 +230,51 @@ def account_event_schema(event: str, reasons: tuple[str, ...], description: str)
     }
 
 
+def history_gap_schema() -> dict[str, Any]:
+    """The data of `integrated_account:history_gap`."""
+    timestamp = {"type": "string", "format": "date-time", "pattern": TIMESTAMP}
+    return {
+        "$schema": DRAFT,
+        "$id": f"{BASE_URI}integrated_account.history_gap.json",
+        "title": "integrated_account:history_gap",
+        "description": "Changes the provider no longer serves were asked for (a poll whose watermark is"
+        " older than the provider's change API answers for, or a backfill reaching further back): the"
+        " changes of `entities` made in [`lost_from`, `lost_until`) will not be published; reading"
+        " continues from `lost_until`.",
+        "type": "object",
+        "required": [
+            "tenant_id",
+            "connection_id",
+            "provider",
+            "provider_account_id",
+            "entities",
+            "lost_from",
+            "lost_until",
+            "origin",
+            "occurred_at",
+        ],
+        "properties": {
+            **_envelope_fields(),
+            "entities": {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"type": "string", "pattern": SNAKE_CASE},
+                "description": "The entities whose changes are lost (unified names, sorted).",
+            },
+            "lost_from": timestamp | {"description": "Start of the lost window (RFC 3339, UTC)."},
+            "lost_until": timestamp
+            | {"description": "End of the lost window: the oldest point the provider still serves."},
+            "origin": {
+                "enum": ["poll", "backfill"],
+                "description": "What asked for the lost window: a poll or a backfill.",
+            },
+            "occurred_at": timestamp | {"description": "When Ledgerhook found the gap (RFC 3339, UTC)."},
+        },
+        "additionalProperties": False,
+    }
+
+
 def schemas() -> dict[str, dict[str, Any]]:
     """Every schema, by file name."""
     files = {COMMON: change_schema()}
@@ -246,6 +292,7 @@ def schemas() -> dict[str, dict[str, Any]]:
         "A connection that had an authentication error works again: new credentials were stored"
         " (reconnected), or the provider answers again after an outage (recovered).",
     )
+    files["integrated_account.history_gap.json"] = history_gap_schema()
     return files
 
 

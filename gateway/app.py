@@ -10,9 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from fanout.polling.budget import RateBudgets
+from fanout.polling.state import PollState
 from gateway.admin import AdminServices, AdminTokens, admin_app
 from gateway.admin.credentials import CredentialsResource
 from gateway.admin.quarantine import QuarantineResource
+from gateway.admin.sync import SyncResource
 from gateway.ingress.connection_endpoint import ConnectionEndpoint
 from gateway.ingress.endpoint import Ingress, empty, shared_provider
 from gateway.ingress.rawlog import RawLog
@@ -22,6 +25,7 @@ from gateway.runtime.infra import Infrastructure, open_infrastructure
 from gateway.runtime.lifecycle import Lifecycle
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.oauth import build_token_manager
+from gateway.runtime.polling import rate_limits
 from gateway.settings import Settings, secret_values
 from provider_auth.accounts.store import ConnectionStore
 from provider_auth.vault import KeyRing
@@ -88,7 +92,14 @@ def create_app(settings: Settings, lifecycle: Lifecycle, infra: Infrastructure |
                     settings.public_base_url,
                     on_change=sources.invalidate,
                     quarantine=QuarantineResource(settings, live.producer),
-                    credentials=CredentialsResource(store, tokens),
+                    credentials=CredentialsResource(store, tokens, PollState(live.pool)),
+                    sync=SyncResource(
+                        store,
+                        live.pool,
+                        RateBudgets(live.pool, limits=rate_limits(settings)),
+                        poll_interval_seconds=settings.poll_interval_seconds,
+                        sweep_interval_seconds=settings.sweep_interval_seconds,
+                    ),
                 )
             )
             yield

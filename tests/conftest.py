@@ -1,8 +1,11 @@
 """Session-wide real infrastructure: embedded PostgreSQL and an embedded Kafka-compatible broker."""
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
@@ -50,3 +53,20 @@ async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     """A gateway serving real HTTP on loopback, with this test's settings."""
     async with running_gateway(settings) as running:
         yield running
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A database of the test's own: the poller syncs every connection it holds."""
+    name = f"poller_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -12,7 +12,7 @@ from fanout.polling import freshbooks, netsuite, quickbooks, sage_intacct, xero,
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from provider_auth.providers import Provider
 
-__all__ = ["ADAPTERS", "MAX_LOOKBACK", "WEBHOOK_PROVIDERS", "PollingModule"]
+__all__ = ["ADAPTERS", "MAX_LOOKBACK", "WEBHOOK_PROVIDERS", "PollingModule", "oldest_served"]
 
 
 class PollingModule(Protocol):
@@ -50,6 +50,14 @@ ADAPTERS: Mapping[Provider, PollingModule] = {
 
 # The oldest change a provider's change API still answers for, where it has such a bound.
 MAX_LOOKBACK: Mapping[Provider, timedelta] = {Provider.QUICKBOOKS: quickbooks.MAX_LOOKBACK}
+
+
+def oldest_served(provider: Provider, now: datetime) -> datetime | None:
+    """The oldest change time the provider's change API still answers for at `now` (with a minute
+    to spare for the request's own trip), or None when it has no such bound."""
+    lookback = MAX_LOOKBACK.get(provider)
+    return None if lookback is None else now - lookback + timedelta(minutes=1)
+
 
 # Providers whose webhooks reach every connection: their accounts are swept (a slower poll that
 # catches missed webhooks) rather than polled (docs/providers.md, QuickBooks Online; Xero).

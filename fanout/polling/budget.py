@@ -250,11 +250,18 @@ class RateBudgets:
         return Permit(permit_id, unique, kind, row["granted_at"])
 
     async def release(self, granted: Permit) -> None:
-        """End the permit's in-flight entries (its rate entries stay until their window passes)."""
-        if any(scope.held for scope in granted.scopes):
-            await self.pool.execute(
-                "DELETE FROM rate_budget_entries WHERE permit_id = $1 AND held", granted.id
-            )
+        """End the permit's in-flight entries; its rate entries stay a whole window from now.
+
+        A provider counts a request when it arrives, which is after the grant (a new connection, a
+        slow network), so the window restarts at the release: by then the request has arrived.
+        """
+        await self.pool.execute(
+            "WITH ended AS (DELETE FROM rate_budget_entries WHERE permit_id = $1 AND held)"
+            " UPDATE rate_budget_entries"
+            " SET expires_at = greatest(expires_at, clock_timestamp() + (expires_at - granted_at))"
+            " WHERE permit_id = $1 AND NOT held",
+            granted.id,
+        )
 
     async def park(self, scope_key: str, seconds: float) -> None:
         """Grant nothing in the scope for `seconds` from now (PostgreSQL's clock), in every process.

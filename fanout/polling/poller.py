@@ -10,59 +10,44 @@ docs/architecture.md, "Polling state"; the events: docs/events.md.
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from fanout.change_events import LEDGERHOOK_NAMESPACE, Recipient, change_events
-from fanout.changes import NormalizedChange, ParseError, ProviderChange
-from fanout.cloudevents import EventRecord
-from fanout.dedupe import Outgoing, publish_once
-from fanout.polling.adapters import ADAPTERS, MAX_LOOKBACK, WEBHOOK_PROVIDERS, PollingModule
+from fanout.account_events import HistoryGap
+from fanout.changes import ProviderChange
+from fanout.polling.adapters import ADAPTERS, WEBHOOK_PROVIDERS, PollingModule, oldest_served
+from fanout.polling.backfill import BackfillRunner
+from fanout.polling.backfills import BackfillJobs, BackfillLeaseLost
 from fanout.polling.budget import backoff_seconds
-from fanout.polling.fetcher import (
-    FetchError,
-    NotAuthorized,
-    PageFetcher,
-    RequestOutcome,
-    Throttled,
-    Unavailable,
-)
+from fanout.polling.fetcher import FetchError, NotAuthorized, PageFetcher, Throttled, Unavailable
 from fanout.polling.pages import PageRequest, PollTarget
+from fanout.polling.publishing import (
+    POLL_UNPARSEABLE,
+    PageUnparseable,
+    PollerMetrics,
+    PollOutput,
+    PollTopics,
+    poll_target,
+)
 from fanout.polling.state import POLLED_PROVIDERS, AccountLease, LeaseLost, PollState
-from fanout.quarantine import H_DETAIL, H_QUARANTINED_AT, H_REASON, safe_detail
-from fanout.raw import H_PROVIDER
-from fanout.reconcile import RecordVersion
-from fanout.timestamps import format_timestamp
-from fanout.vocabulary import normalize
-from provider_auth.accounts.store import Connection, ConnectionStatus, ConnectionStore
+from fanout.quarantine import safe_detail
+from provider_auth.accounts.store import Connection, ConnectionStatus, ConnectionStore, PollingMode
 from provider_auth.providers import Provider
 
-__all__ = ["POLL_UNPARSEABLE", "Poller", "PollerConfig", "PollerMetrics", "poll_outgoing"]
+__all__ = ["POLL_UNPARSEABLE", "Poller", "PollerConfig", "PollerMetrics"]
 
 log = logging.getLogger("ledgerhook.fanout.poller")
-
-# The quarantine reason of a page the provider's parser refused. Not a raw delivery, so never
-# redriven: the next poll reads the same changes again once the parser is fixed (docs/events.md).
-POLL_UNPARSEABLE = "poll_unparseable"
-# Where a quarantined page was asked for: its method and path (never its headers: they hold no
-# token, but the fetcher adds the token there).
-H_REQUEST = "ledgerhook-quarantine-request"
-H_ACCOUNT = "ledgerhook-provider-account-id"
-
-# The connection metadata key naming a NetSuite account's IANA time zone, which SuiteQL answers in.
-TIME_ZONE_KEY = "time_zone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +56,11 @@ class PollerConfig:
 
     changes_topic: str
     quarantine_topic: str
-    # Accounts of providers without webhooks are polled this often.
+    account_events_topic: str
+    # The intervals of connections polled (no webhooks) and swept (webhooks) that name none.
     poll_interval_seconds: int = 300
-    # Accounts of providers with webhooks (WEBHOOK_PROVIDERS) are swept this often.
     sweep_interval_seconds: int = 3600
-    # Accounts polled at once by this process.
+    # Accounts polled and backfills run at once by this process; backfills take at most half.
     concurrency: int = 8
     # A lease lasts this long and is renewed every third of it while its poll runs.
     lease_seconds: float = 120.0
@@ -91,55 +76,15 @@ class PollerConfig:
     # On stop, running polls get this long to finish before they are cancelled.
     stop_grace_seconds: float = 10.0
 
+    @property
+    def topics(self) -> PollTopics:
+        """Where polled events, refused pages and history gaps go."""
+        return PollTopics(self.changes_topic, self.quarantine_topic, self.account_events_topic)
 
-class PollerMetrics:
-    """The poller's Prometheus metrics, in a registry handed in by the process."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.polls = Counter(
-            "ledgerhook_poll_polls",
-            "Account polls finished, by provider and outcome.",
-            ["provider", "outcome"],
-            registry=registry,
-        )
-        self.requests = Counter(
-            "ledgerhook_poll_requests",
-            "Change API requests sent, by provider and outcome (429s are `throttled`).",
-            ["provider", "outcome"],
-            registry=registry,
-        )
-        self.records = Counter(
-            "ledgerhook_poll_records_read",
-            "Changed records read from change APIs.",
-            ["provider"],
-            registry=registry,
-        )
-        self.published = Counter(
-            "ledgerhook_poll_events_published",
-            "Change events published by polls (repeats dropped by dedupe not counted).",
-            ["provider"],
-            registry=registry,
-        )
-        self.superseded = Counter(
-            "ledgerhook_poll_events_superseded",
-            "Polled change events not published: a webhook or an earlier poll published that version.",
-            ["provider"],
-            registry=registry,
-        )
-        self.lag = Gauge(
-            "ledgerhook_poll_watermark_lag_seconds",
-            "Now minus the oldest watermark of the provider's polled accounts (as of the last sync).",
-            ["provider"],
-            registry=registry,
-        )
-
-    def observe_request(self, provider: Provider, outcome: RequestOutcome) -> None:
-        """The fetcher's `observe` hook: one request sent."""
-        self.requests.labels(provider.value, outcome).inc()
-
-
-class _PageUnparseable(Exception):
-    """A page the provider's parser refused; it went to quarantine."""
+    @property
+    def backfill_slots(self) -> int:
+        """Backfills run at once in this process: half the concurrency (at least one)."""
+        return max(1, self.concurrency // 2)
 
 
 @dataclass(slots=True)
@@ -157,6 +102,15 @@ class _Poll:
     latest: dict[str, datetime] = field(default_factory=dict)
 
 
+# Live rate budget entries per provider (scope keys `<provider>/account/<account>/<label>`,
+# fanout/polling/budget.py): the account minute windows, and the requests in flight.
+_BUDGET_IN_USE = (
+    "SELECT split_part(scope_key, '/', 1) AS provider,"
+    " count(*) FILTER (WHERE scope_key LIKE '%/account/%/minute') AS minute,"
+    " count(*) FILTER (WHERE held) AS in_flight"
+    " FROM rate_budget_entries WHERE expires_at > clock_timestamp() GROUP BY 1"
+)
+
 # Outcomes a poll finishes with (the `last_outcome` of its account and the metric label).
 OK, INACTIVE, AUTH, THROTTLED, UNAVAILABLE, REFUSED, UNPARSEABLE, ERROR = (
     "ok",
@@ -170,29 +124,9 @@ OK, INACTIVE, AUTH, THROTTLED, UNAVAILABLE, REFUSED, UNPARSEABLE, ERROR = (
 )
 
 
-def poll_outgoing(
-    topic: str, ident: str, event: EventRecord, change: NormalizedChange, connection_id: str
-) -> Outgoing:
-    """The record to publish for one polled change event (the one place every such `Outgoing` is
-    built), with the record version reconciliation compares."""
-    return Outgoing(
-        topic=topic,
-        key=event.key,
-        value=event.value,
-        headers=event.headers,
-        dedupe_id=ident,
-        labels={"provider": event_provider(event), "entity": change.entity},
-        version=RecordVersion.of(connection_id, change),
-    )
-
-
-def event_provider(event: EventRecord) -> str:
-    """The `ce_provider` header of a change event."""
-    return next(value.decode() for name, value in event.headers if name == "ce_provider")
-
-
 class Poller:
-    """Polls the due provider accounts until `stop` is set; see the module docstring."""
+    """Polls the due provider accounts, and runs backfill jobs, until `stop` is set; see the module
+    docstring."""
 
     def __init__(
         self,
@@ -206,18 +140,29 @@ class Poller:
     ) -> None:
         self._config = config
         self._pool = pool
-        self._producer = producer
         self._fetcher = fetcher
         self._metrics = metrics
         self._state = PollState(pool)
         self._connections = ConnectionStore(pool, keyring=None)  # reads no secrets
+        self._output = PollOutput(config.topics, pool, producer, metrics)
+        self._backfills = BackfillJobs(pool)
+        self._backfill = BackfillRunner(
+            self._backfills,
+            self._connections,
+            fetcher,
+            self._output,
+            metrics,
+            retry_seconds=config.error_backoff_seconds,
+            retry_cap_seconds=float(config.poll_interval_seconds),
+        )
         # Unique per process and per start: a restarted process does not own its predecessor's leases.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._failures: dict[tuple[Provider, str], int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sync, lease and poll until `stop` is set; running polls get `stop_grace_seconds` to finish."""
-        running: set[asyncio.Task[None]] = set()
+        polls: set[asyncio.Task[None]] = set()
+        backfills: set[asyncio.Task[None]] = set()
         next_sync = 0.0
         log.info("change poller started", extra={"owner": self.owner})
         try:
@@ -226,31 +171,61 @@ class Poller:
                     if time.monotonic() >= next_sync:
                         await self._sync()
                         next_sync = time.monotonic() + self._config.sync_seconds
-                    free = self._config.concurrency - len(running)
-                    if free > 0:
-                        for lease in await self._state.lease_due(
-                            self.owner, free, self._config.lease_seconds
-                        ):
-                            task = asyncio.create_task(self._poll_leased(lease))
-                            running.add(task)
-                            task.add_done_callback(running.discard)
+                    # Backfills first, so that a steady stream of due polls cannot keep them from
+                    # ever starting; they hold at most `backfill_slots`, and polls the rest.
+                    await self._start_backfills(polls, backfills)
+                    await self._start_polls(polls, backfills)
                 except Exception as exc:  # the database is down, say: look again after the pause
-                    log.warning("poll scheduling failed", extra={"error": type(exc).__name__})
-                await _wait_any(stop, running, self._config.idle_seconds)
-            if running:
-                await asyncio.wait(running, timeout=self._config.stop_grace_seconds)
+                    log.warning(
+                        "poll scheduling failed",
+                        extra={"error": type(exc).__name__, "detail": safe_detail(str(exc))},
+                    )
+                await _wait_any(stop, polls | backfills, self._config.idle_seconds)
+            if polls or backfills:
+                await asyncio.wait(polls | backfills, timeout=self._config.stop_grace_seconds)
         finally:
-            # Cancelled, or out of grace: the leases of unfinished polls run out and are taken over.
+            # Cancelled, or out of grace: the leases of unfinished work run out and are taken over.
+            running = polls | backfills
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             log.info("change poller stopped", extra={"owner": self.owner})
 
+    async def _start_polls(
+        self, polls: set["asyncio.Task[None]"], backfills: set["asyncio.Task[None]"]
+    ) -> None:
+        """Lease the due accounts that fit in the free slots and start polling them."""
+        free = self._config.concurrency - len(polls) - len(backfills)
+        if free <= 0:
+            return
+        for lease in await self._state.lease_due(self.owner, free, self._config.lease_seconds):
+            renew = _renewer(self._state.renew, lease, self._config.lease_seconds)
+            _start(polls, self._holding(self.poll(lease), renew, _where(lease)))
+
+    async def _start_backfills(
+        self, polls: set["asyncio.Task[None]"], backfills: set["asyncio.Task[None]"]
+    ) -> None:
+        """Lease runnable backfill jobs into free slots, up to the backfill share of them."""
+        free = min(
+            self._config.concurrency - len(polls) - len(backfills),
+            self._config.backfill_slots - len(backfills),
+        )
+        if free <= 0:
+            return
+        for lease in await self._backfills.lease_due(self.owner, free, self._config.lease_seconds):
+            renew = _renewer(self._backfills.renew, lease, self._config.lease_seconds)
+            where = {"backfill": lease.job.id, "provider": lease.job.provider.value}
+            _start(backfills, self._holding(self._backfill.run(lease), renew, where))
+
     async def _sync(self) -> None:
-        """`poll_accounts` in line with the connections, and the watermark lag per provider."""
-        # One interval for every account: a sweep's longer one is applied when it finishes
-        # (`_next_poll_in`), since a sync per interval would reschedule the other's accounts.
-        await self._state.sync_accounts(self._config.poll_interval_seconds, providers=POLLED_PROVIDERS)
+        """`poll_accounts` in line with the connections (each account at the shortest interval its
+        connections' polling settings ask for), and the watermark lag per provider."""
+        await self._state.sync_accounts(
+            self._config.poll_interval_seconds,
+            self._config.sweep_interval_seconds,
+            providers=POLLED_PROVIDERS,
+            webhook_providers=WEBHOOK_PROVIDERS,
+        )
         rows = await self._pool.fetch(
             "SELECT a.provider, extract(epoch FROM now() - min(w.watermark)) AS lag"
             " FROM poll_accounts a JOIN poll_watermarks w USING (provider, provider_account_id)"
@@ -258,30 +233,36 @@ class Poller:
         )
         for row in rows:
             self._metrics.lag.labels(row["provider"]).set(float(row["lag"]))
+        for row in await self._pool.fetch(_BUDGET_IN_USE):
+            self._metrics.budget_in_use.labels(row["provider"], "minute").set(row["minute"])
+            self._metrics.budget_in_use.labels(row["provider"], "in_flight").set(row["in_flight"])
 
-    async def _poll_leased(self, lease: AccountLease) -> None:
-        """Poll one leased account, renewing the lease meanwhile; never raises but to cancellation."""
-        poll = asyncio.create_task(self.poll(lease))
-        renewing = asyncio.create_task(self._renew(lease, poll))
+    async def _holding(
+        self, work: Awaitable[None], renew: Callable[[], Awaitable[None]], where: dict[str, str]
+    ) -> None:
+        """Run `work` while renewing its lease every third of its length; when the lease is lost,
+        the work is cancelled. Never raises but to cancellation."""
+        task = asyncio.ensure_future(work)
+
+        async def renewing() -> None:
+            while True:
+                await asyncio.sleep(self._config.lease_seconds / 3)
+                try:
+                    await renew()
+                except (LeaseLost, BackfillLeaseLost) as exc:
+                    log.warning("lease lost; work abandoned", extra=where | {"detail": str(exc)})
+                    task.cancel()
+                    return
+                except Exception as exc:  # a database hiccup: the next renewal may go through
+                    log.warning("lease renewal failed", extra=where | {"error": type(exc).__name__})
+
+        renewal = asyncio.create_task(renewing())
         try:
-            await asyncio.wait({poll})
+            await asyncio.wait({task})
         finally:
-            renewing.cancel()
-            poll.cancel()
-            await asyncio.gather(renewing, poll, return_exceptions=True)
-
-    async def _renew(self, lease: AccountLease, poll: "asyncio.Task[None]") -> None:
-        """Renew the lease every third of its length; when it is lost, the poll is cancelled."""
-        while True:
-            await asyncio.sleep(self._config.lease_seconds / 3)
-            try:
-                await self._state.renew(lease, self._config.lease_seconds)
-            except LeaseLost as exc:
-                log.warning("poll lease lost; poll abandoned", extra=_where(lease) | {"detail": str(exc)})
-                poll.cancel()
-                return
-            except Exception as exc:  # a database hiccup: the next renewal may go through
-                log.warning("poll lease renewal failed", extra=_where(lease) | {"error": type(exc).__name__})
+            renewal.cancel()
+            task.cancel()
+            await asyncio.gather(renewal, task, return_exceptions=True)
 
     async def poll(self, lease: AccountLease) -> None:
         """One poll of a leased account, finished with its outcome; failures are logged, not raised."""
@@ -300,14 +281,12 @@ class Poller:
             delay, detail = exc.retry_after or self._backoff(key), str(exc)
         except FetchError as exc:
             outcome, delay, detail = REFUSED, self._backoff(key), str(exc)
-        except _PageUnparseable as exc:
+        except PageUnparseable as exc:
             outcome, delay, detail = UNPARSEABLE, self._backoff(key), str(exc)
         except Exception as exc:
             outcome, delay, detail = ERROR, self._backoff(key), type(exc).__name__
         if outcome == OK:
-            self._failures.pop(key, None)
-            if lease.provider in WEBHOOK_PROVIDERS:
-                delay = float(self._config.sweep_interval_seconds)
+            self._failures.pop(key, None)  # due again one interval (the account's) after it started
         else:
             # One line per failed poll: where and why, never a token or a body.
             log.warning(
@@ -333,59 +312,73 @@ class Poller:
     async def _poll(self, lease: AccountLease) -> str:
         """Read every change since the watermarks, publish them, then move the watermarks."""
         started = datetime.now(UTC)
+        # A connection with polling off gets no polled events, whoever else polls its account.
         connections = [
             c
             for c in await self._connections.by_account(lease.provider, lease.account)
-            if c.status is ConnectionStatus.ACTIVE
+            if c.status is ConnectionStatus.ACTIVE and c.polling.mode is not PollingMode.OFF
         ]
         if not connections:
-            return INACTIVE  # went inactive since the last sync, which disables the account
+            return INACTIVE  # went inactive or off since the last sync, which disables the account
         module = ADAPTERS[lease.provider]
-        target = PollTarget(lease.account, _time_zone(connections))
+        target = poll_target(lease.account, connections)
         poll = _Poll(lease, module, target, connections, started)
-        queue = deque(self._first_requests(poll, await self._state.watermarks(lease.provider, lease.account)))
+        watermarks = await self._state.watermarks(lease.provider, lease.account)
+        queue = deque(await self._first_requests(poll, watermarks))
         while queue:
             request = queue.popleft()
             body = await self._fetch(poll, request)
-            try:
-                page = module.parse_page(target, request, body)
-            except Exception as exc:
-                # A parser bug is quarantined like a refused page, naming only the exception's type.
-                reason = str(exc) if isinstance(exc, ParseError) else f"parser error {type(exc).__name__}"
-                detail = f"{lease.provider.value}: {reason}"
-                await self._quarantine(poll, request, body, detail)
-                raise _PageUnparseable(detail) from None
+            page = await self._output.parse(lease.provider, module, target, request, body)
             if poll.server_time is None:
                 poll.server_time = page.server_time
-            await self._publish(poll, page.changes)
+            _note_latest(poll, page.changes)
+            await self._output.changes(
+                lease.provider, connections, page.changes, origin="poll", received_at=started
+            )
             queue.extend(module.next_requests(target, request, page))
         async with self._pool.acquire() as conn, conn.transaction():
             await self._state.advance(conn, lease, _new_watermarks(poll))
         return OK
 
-    def _first_requests(self, poll: _Poll, watermarks: dict[str, datetime]) -> list[PageRequest]:
+    async def _first_requests(self, poll: _Poll, watermarks: dict[str, datetime]) -> list[PageRequest]:
         """Each entity from its watermark less the overlap; an account never polled from its earliest
-        connection's creation (earlier history is a backfill's). One call per distinct start."""
+        connection's creation (earlier history is a backfill's). One call per distinct start.
+
+        A watermark older than the provider serves starts at the oldest point it does, and the lost
+        window is announced to every connection as a history gap."""
         first = min(c.created_at for c in poll.connections)
-        floor = None
-        lookback = MAX_LOOKBACK.get(poll.lease.provider)
-        if lookback is not None:
-            # Older than the provider answers for: start at the oldest point it serves.
-            floor = poll.started - lookback + timedelta(minutes=1)
+        floor = oldest_served(poll.lease.provider, poll.started)
         by_start: dict[datetime, list[str]] = {}
-        clipped: list[str] = []
+        lost: dict[datetime, list[str]] = {}
         for entity in poll.module.ENTITIES:
             mark = watermarks.get(entity)
             since = mark - poll.module.OVERLAP if mark is not None else first
             if floor is not None and since < floor:
-                clipped.append(entity)
+                if mark is not None:  # never polled: nothing was promised before the connection
+                    lost.setdefault(mark, []).append(entity)
                 since = floor
             by_start.setdefault(since, []).append(entity)
-        if clipped:
-            # Reported as an `integrated_account:history_gap` event once that exists; logged until then.
+        if lost and floor is not None:
+            await self._output.history_gaps(
+                [
+                    HistoryGap(
+                        tenant_id=connection.tenant_id,
+                        connection_id=connection.id,
+                        provider=poll.lease.provider,
+                        provider_account_id=poll.lease.account,
+                        entities=entities,
+                        lost_from=mark,
+                        lost_until=floor,
+                        origin="poll",
+                        occurred_at=poll.started,
+                    )
+                    for mark, entities in sorted(lost.items())
+                    for connection in poll.connections
+                ]
+            )
             log.warning(
-                "changes older than the provider serves are out of reach",
-                extra=_where(poll.lease) | {"entities": ",".join(clipped)},
+                "changes older than the provider serves are out of reach; history gap published",
+                extra=_where(poll.lease) | {"entities": ",".join(e for es in lost.values() for e in es)},
             )
         requests: list[PageRequest] = []
         for since, entities in sorted(by_start.items()):
@@ -405,55 +398,15 @@ class Poller:
                     raise
                 poll.using += 1
 
-    async def _publish(self, poll: _Poll, changes: Sequence[ProviderChange]) -> None:
-        """One page's changes: an event per change and active connection, published once, acked."""
-        provider = poll.lease.provider
-        recipients = [_recipient(c) for c in poll.connections]
-        outgoing: list[Outgoing] = []
-        for change in changes:
-            if change.occurred_at is not None and change.entity in poll.module.ENTITIES:
-                latest = poll.latest.get(change.entity)
-                if latest is None or change.occurred_at > latest:
-                    poll.latest[change.entity] = change.occurred_at
-            normalized = normalize(provider, change)
-            events = change_events(
-                recipients, normalized, origin="poll", delivery_id=None, received_at=poll.started
-            )
-            for (ident, event), recipient in zip(events, recipients, strict=True):
-                outgoing.append(
-                    poll_outgoing(
-                        self._config.changes_topic, ident, event, normalized, recipient.connection_id
-                    )
-                )
-        self._metrics.records.labels(provider.value).inc(len(changes))
-        if outgoing:
-            published = await publish_once(self._pool, self._producer, outgoing)
-            self._metrics.published.labels(provider.value).inc(len(published.produced))
-            self._metrics.superseded.labels(provider.value).inc(len(published.superseded))
 
-    async def _quarantine(self, poll: _Poll, request: PageRequest, body: bytes, detail: str) -> None:
-        """The page the parser refused, on the quarantine topic with the reason (once per body)."""
-        digest = hashlib.sha256(body).hexdigest()
-        lease = poll.lease
-        headers = [
-            (H_REASON, POLL_UNPARSEABLE),
-            (H_DETAIL, safe_detail(detail)),
-            (H_PROVIDER, lease.provider.value),
-            (H_ACCOUNT, lease.account),
-            (H_REQUEST, safe_detail(f"{request.method} {request.path}")),
-            (H_QUARANTINED_AT, format_timestamp(datetime.now(UTC))),
-        ]
-        record = Outgoing(
-            topic=self._config.quarantine_topic,
-            key=lease.account.encode(),
-            value=body,
-            headers=[(name, text.encode()) for name, text in headers],
-            dedupe_id=str(
-                uuid.uuid5(LEDGERHOOK_NAMESPACE, f"poll|{lease.provider.value}|{lease.account}|{digest}")
-            ),
-            labels={"reason": POLL_UNPARSEABLE},
-        )
-        await publish_once(self._pool, self._producer, [record])
+def _note_latest(poll: _Poll, changes: Sequence[ProviderChange]) -> None:
+    """Keep the latest change time read per polled entity (the watermark of providers whose answer
+    carries no clock)."""
+    for change in changes:
+        if change.occurred_at is not None and change.entity in poll.module.ENTITIES:
+            latest = poll.latest.get(change.entity)
+            if latest is None or change.occurred_at > latest:
+                poll.latest[change.entity] = change.occurred_at
 
 
 def _new_watermarks(poll: _Poll) -> dict[str, datetime]:
@@ -464,23 +417,21 @@ def _new_watermarks(poll: _Poll) -> dict[str, datetime]:
     return {entity: min(latest, poll.started) for entity, latest in poll.latest.items()}
 
 
-def _recipient(connection: Connection) -> Recipient:
-    return Recipient(
-        connection_id=connection.id,
-        tenant_id=connection.tenant_id,
-        provider=connection.provider.value,
-        provider_account_id=connection.provider_account_id,
-    )
+def _renewer(
+    renew: Callable[[Any, float], Awaitable[object]], lease: Any, seconds: float
+) -> Callable[[], Awaitable[None]]:
+    """A no-argument renewal of `lease` for `seconds`."""
+
+    async def renewing() -> None:
+        await renew(lease, seconds)
+
+    return renewing
 
 
-def _time_zone(connections: Sequence[Connection]) -> str:
-    """The account's IANA time zone from its first connection that names one (metadata
-    `time_zone`), else UTC; only NetSuite reads it."""
-    for connection in connections:
-        zone = connection.metadata.get(TIME_ZONE_KEY)
-        if isinstance(zone, str) and zone:
-            return zone
-    return "UTC"
+def _start(tasks: set["asyncio.Task[None]"], work: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def _where(lease: AccountLease) -> dict[str, str]:

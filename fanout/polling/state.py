@@ -1,9 +1,10 @@
-"""Polling state in PostgreSQL: which provider accounts to poll, who polls each now, where each
-entity's next poll starts.
+"""Polling state in PostgreSQL: which provider accounts to poll and how often (from their
+connections' polling settings), who polls each now, where each entity's next poll starts.
 
 Several workers share the accounts through leases taken with `FOR UPDATE SKIP LOCKED`; every time
-comes from PostgreSQL's clock, so workers on different machines agree. Tables (migration 0003) and
-what a lease guarantees: docs/architecture.md, "Polling state".
+comes from PostgreSQL's clock, so workers on different machines agree. Tables (migration 0003; the
+connections' polling settings, 0006) and what a lease guarantees: docs/architecture.md, "Polling
+state".
 """
 
 from collections.abc import Collection, Mapping
@@ -13,7 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from provider_auth.accounts.store import ConnectionStatus
+from fanout.polling.adapters import WEBHOOK_PROVIDERS
+from provider_auth.accounts.store import ConnectionStatus, PollingMode
 from provider_auth.providers import Provider
 
 __all__ = ["POLLED_PROVIDERS", "AccountLease", "AccountsSynced", "LeaseLost", "PollAccount", "PollState"]
@@ -24,44 +26,70 @@ POLLED_PROVIDERS = frozenset(provider for provider in Provider if provider is no
 # One sync at a time: concurrent ones would only repeat each other's writes.
 _SYNC_LOCK_KEY = 0x506F6C6C53796E63  # "PollSync"
 
-# An account is polled while one of its connections is active and its provider is polled ($1).
-_HAS_ACTIVE_CONNECTION = (
-    "a.provider = ANY($1::text[]) AND EXISTS (SELECT 1 FROM connections c"
-    " WHERE c.provider = a.provider AND c.provider_account_id = a.provider_account_id"
-    f" AND c.status = '{ConnectionStatus.ACTIVE.value}')"
+# The interval a connection asks for: its own, else its effective mode's default, `auto` being a
+# sweep ($3) for a connection that gets webhooks (its provider's reach every connection ($4), or it
+# holds a webhook secret of its own) and a poll ($2) otherwise.
+_CONNECTION_INTERVAL = (
+    "COALESCE(c.polling_interval_seconds, CASE"
+    f" WHEN c.polling_mode = '{PollingMode.SWEEP.value}' THEN $3::integer"
+    f" WHEN c.polling_mode = '{PollingMode.AUTO.value}'"
+    "  AND (c.provider = ANY($4::text[]) OR c.webhook_secrets IS NOT NULL) THEN $3::integer"
+    " ELSE $2::integer END)"
 )
 _HAS_CONNECTION = (
     "EXISTS (SELECT 1 FROM connections c"
-    " WHERE c.provider = a.provider AND c.provider_account_id = a.provider_account_id)"
+    " WHERE c.provider = d.provider AND c.provider_account_id = d.provider_account_id)"
 )
-# A new account is due at once (its default next_due_at is now()). The anti-join leaves the rows
-# already there out in one pass, rather than one conflict check each.
-_ADD = (
-    "INSERT INTO poll_accounts (provider, provider_account_id, interval_seconds)"
-    " SELECT DISTINCT c.provider, c.provider_account_id, $2::integer FROM connections c"
-    f" WHERE c.status = '{ConnectionStatus.ACTIVE.value}' AND c.provider = ANY($1::text[])"
-    " AND NOT EXISTS (SELECT 1 FROM poll_accounts a"
-    "  WHERE a.provider = c.provider AND a.provider_account_id = c.provider_account_id)"
-    " ON CONFLICT (provider, provider_account_id) DO NOTHING"
+_SAME_ACCOUNT = "a.provider = d.provider AND a.provider_account_id = d.provider_account_id"
+# One statement, so every step sees the same connections. `wanted`: each account of a polled
+# provider ($1) with an active connection whose mode is not off, at the smallest interval such a
+# connection asks for. `drift`: the accounts whose row is not what `wanted` says (in the steady
+# state, only the disabled ones), from one pass over both. The steps touch disjoint rows (a row is
+# updated once per statement):
+# - added: wanted and not there yet, due at once (the default next_due_at is now());
+# - resumed: wanted and disabled, due at once, so what changed meanwhile is read from the kept
+#   watermarks;
+# - rescheduled: wanted, enabled, at another interval; a shorter one applies from the last poll,
+#   not from a due time the longer one set, a longer one from the next poll on;
+# - disabled: not wanted but with connection rows (all inactive or off), its watermarks kept;
+# - removed: no connection rows at all, its watermarks going with it (foreign key cascade).
+_SYNC = (
+    "WITH wanted AS ("
+    f"  SELECT c.provider, c.provider_account_id, min({_CONNECTION_INTERVAL}) AS interval_seconds"
+    "   FROM connections c"
+    f"  WHERE c.status = '{ConnectionStatus.ACTIVE.value}' AND c.polling_mode <> '{PollingMode.OFF.value}'"
+    "   AND c.provider = ANY($1::text[])"
+    "   GROUP BY c.provider, c.provider_account_id),"
+    " drift AS ("
+    "  SELECT COALESCE(w.provider, a.provider) AS provider,"
+    "  COALESCE(w.provider_account_id, a.provider_account_id) AS provider_account_id,"
+    "  w.interval_seconds AS wanted, a.provider IS NOT NULL AS present, a.enabled,"
+    "  a.interval_seconds AS current"
+    "  FROM wanted w FULL JOIN poll_accounts a"
+    "  ON a.provider = w.provider AND a.provider_account_id = w.provider_account_id"
+    "  WHERE w.provider IS NULL OR a.provider IS NULL OR NOT a.enabled"
+    "  OR a.interval_seconds <> w.interval_seconds),"
+    " added AS ("
+    "  INSERT INTO poll_accounts (provider, provider_account_id, interval_seconds)"
+    "  SELECT d.provider, d.provider_account_id, d.wanted FROM drift d WHERE NOT d.present"
+    "  ON CONFLICT (provider, provider_account_id) DO NOTHING RETURNING 1),"
+    " resumed AS ("
+    "  UPDATE poll_accounts a SET enabled = true, next_due_at = now(), interval_seconds = d.wanted"
+    f"  FROM drift d WHERE {_SAME_ACCOUNT} AND d.wanted IS NOT NULL AND NOT d.enabled RETURNING 1),"
+    " rescheduled AS ("
+    "  UPDATE poll_accounts a SET interval_seconds = d.wanted,"
+    "  next_due_at = LEAST(a.next_due_at, a.last_polled_at + d.wanted * interval '1 second')"
+    f"  FROM drift d WHERE {_SAME_ACCOUNT} AND d.wanted IS NOT NULL AND d.enabled RETURNING 1),"
+    " disabled AS ("
+    "  UPDATE poll_accounts a SET enabled = false"
+    f"  FROM drift d WHERE {_SAME_ACCOUNT} AND d.wanted IS NULL AND d.enabled"
+    f"  AND d.provider = ANY($1::text[]) AND {_HAS_CONNECTION} RETURNING 1),"
+    " removed AS ("
+    "  DELETE FROM poll_accounts a USING drift d"
+    f"  WHERE {_SAME_ACCOUNT} AND d.wanted IS NULL AND NOT {_HAS_CONNECTION} RETURNING 1)"
+    " SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM resumed) AS resumed,"
+    " (SELECT count(*) FROM disabled) AS disabled, (SELECT count(*) FROM removed) AS removed"
 )
-# Active again: due at once, so what changed meanwhile is read from the kept watermarks.
-_RESUME = (
-    "UPDATE poll_accounts a SET enabled = true, next_due_at = now(), interval_seconds = $2::integer"
-    f" WHERE NOT a.enabled AND {_HAS_ACTIVE_CONNECTION}"
-)
-# A shorter interval applies from the last poll, not from a due time the longer one set.
-_RESCHEDULE = (
-    "UPDATE poll_accounts a SET interval_seconds = $1::integer,"
-    " next_due_at = LEAST(a.next_due_at, a.last_polled_at + $1::integer * interval '1 second')"
-    " WHERE a.enabled AND a.interval_seconds <> $1::integer AND a.provider = ANY($2::text[])"
-)
-_DISABLE = (
-    "UPDATE poll_accounts a SET enabled = false"
-    " WHERE a.enabled AND a.provider = ANY($1::text[])"
-    f" AND NOT ({_HAS_ACTIVE_CONNECTION}) AND {_HAS_CONNECTION}"
-)
-# Its connection rows are gone altogether: its watermarks go with it (foreign key cascade).
-_REMOVE = f"DELETE FROM poll_accounts a WHERE NOT {_HAS_CONNECTION}"
 
 _LEASE_COLUMNS = (
     "a.provider, a.provider_account_id, a.lease_owner, a.lease_id::text AS lease_id, a.lease_until,"
@@ -184,11 +212,6 @@ def _lease(row: Mapping[str, Any]) -> AccountLease:
     )
 
 
-def _count(status: str) -> int:
-    """Rows an INSERT, UPDATE or DELETE touched, from its command status (`UPDATE 3`)."""
-    return int(status.split()[-1])
-
-
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{name} must be positive, not {value}")
@@ -206,25 +229,37 @@ class PollState:
     # ----- accounts to poll ----------------------------------------------------------------
 
     async def sync_accounts(
-        self, default_interval_seconds: int, *, providers: Collection[Provider] = POLLED_PROVIDERS
+        self,
+        poll_interval_seconds: int,
+        sweep_interval_seconds: int,
+        *,
+        providers: Collection[Provider] = POLLED_PROVIDERS,
+        webhook_providers: Collection[Provider] = WEBHOOK_PROVIDERS,
     ) -> AccountsSynced:
         """Bring `poll_accounts` in line with `connections`: one row per provider account of
-        `providers` with an active connection, polled every `default_interval_seconds`.
+        `providers` with an active connection whose polling mode is not `off`.
 
-        An account that gained an active connection is added, or enabled again, due at once; one
-        whose connections are all `needs_reauth`, `paused` or `disconnected` is disabled, keeping
-        its watermarks; one with no connection row at all is removed with them.
+        Its interval is the smallest its connections ask for: their own `interval_seconds`, else
+        `sweep_interval_seconds` for a connection in `sweep` mode, or in `auto` mode with webhooks
+        (its provider is one of `webhook_providers`, or it holds a webhook secret), else
+        `poll_interval_seconds`. An account that gained such a connection is added, or enabled
+        again, due at once; one whose connections are all inactive (`needs_reauth`, `paused`,
+        `disconnected`) or `off` is disabled, keeping its watermarks; one with no connection row at
+        all is removed with them.
         """
-        _positive("default_interval_seconds", default_interval_seconds)
+        _positive("poll_interval_seconds", poll_interval_seconds)
+        _positive("sweep_interval_seconds", sweep_interval_seconds)
         slugs = sorted(provider.value for provider in providers)
+        webhook_slugs = sorted(provider.value for provider in webhook_providers)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SYNC_LOCK_KEY)
-            added = _count(await conn.execute(_ADD, slugs, default_interval_seconds))
-            resumed = _count(await conn.execute(_RESUME, slugs, default_interval_seconds))
-            await conn.execute(_RESCHEDULE, default_interval_seconds, slugs)
-            disabled = _count(await conn.execute(_DISABLE, slugs))
-            removed = _count(await conn.execute(_REMOVE))
-        return AccountsSynced(added=added, resumed=resumed, disabled=disabled, removed=removed)
+            row = await conn.fetchrow(
+                _SYNC, slugs, poll_interval_seconds, sweep_interval_seconds, webhook_slugs
+            )
+        assert row is not None
+        return AccountsSynced(
+            added=row["added"], resumed=row["resumed"], disabled=row["disabled"], removed=row["removed"]
+        )
 
     async def account(self, provider: Provider, account: str) -> PollAccount | None:
         """One account's polling row, or None when it is not (or no longer) tracked."""
@@ -245,6 +280,15 @@ class PollState:
             lease_until=row["lease_until"],
             last_polled_at=row["last_polled_at"],
             last_outcome=row["last_outcome"],
+        )
+
+    async def due_now(self, provider: Provider, account: str) -> None:
+        """Make an enabled account due now (its connection got tokens again); no-op otherwise."""
+        await self._pool.execute(
+            "UPDATE poll_accounts SET next_due_at = now()"
+            " WHERE provider = $1 AND provider_account_id = $2 AND enabled AND next_due_at > now()",
+            provider.value,
+            account,
         )
 
     # ----- leases ----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The connections resource: `/admin/v1/connections[/{connection_id}]`.
 
 A connection is one tenant's link to one provider account. Create, list (cursor pages), get,
-update and delete (disconnect) it here. Webhook secrets of per-connection endpoints are write-only:
-they are stored encrypted with the key ring and no answer ever contains one (`has_webhook_secret`
-says whether there is one).
+update and delete (disconnect) it here, its polling setting included (docs/admin-api.md, "Polling").
+Webhook secrets of per-connection endpoints are write-only: they are stored encrypted with the key
+ring and no answer ever contains one (`has_webhook_secret` says whether there is one).
 """
 
 import logging
@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fanout.polling.state import POLLED_PROVIDERS
 from gateway.admin.http import (
     connection_not_found,
     find_connection,
@@ -30,8 +31,10 @@ from provider_auth.accounts.store import (
     ConnectionStatus,
     ConnectionStore,
     MissingKeyRing,
+    PollingMode,
 )
 from provider_auth.accounts.store import Connection as StoredConnection
+from provider_auth.accounts.store import Polling as StoredPolling
 from provider_auth.ids import canonical_uuid
 from provider_auth.providers import Provider
 from provider_auth.webhooks.registry import SecretHolder, check_secret, signing
@@ -44,6 +47,7 @@ MAX_METADATA_DEPTH = 8
 MAX_SECRETS = 5  # active at once: enough to rotate, few enough to verify fast
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_POLL_INTERVAL_SECONDS = 7 * 86_400  # a week: longer would leave an account unread for too long
 
 _Choice = TypeVar("_Choice", Provider, ConnectionStatus)
 
@@ -106,6 +110,36 @@ Secret = Annotated[
 ]
 
 
+class Polling(BaseModel):
+    """How the connection's provider account is polled for changes."""
+
+    model_config = ConfigDict(extra="forbid", title="Polling")
+
+    mode: PollingMode = Field(
+        default=PollingMode.AUTO,
+        description="`poll`: the provider's change API is read every interval; `sweep`: the same at a "
+        "slower pace, to catch webhooks that never came; `auto`: `sweep` for a connection that gets "
+        "webhooks (QuickBooks, Xero, or one with a webhook secret), `poll` otherwise; `off`: not polled "
+        "for this connection.",
+    )
+    # Strict: true, 1.5 and "60" are refused rather than read as numbers.
+    interval_seconds: Annotated[StrictInt, Field(ge=1, le=MAX_POLL_INTERVAL_SECONDS)] | None = Field(
+        default=None,
+        description="null: LEDGERHOOK_POLL_INTERVAL_SECONDS for `poll`, LEDGERHOOK_SWEEP_INTERVAL_SECONDS "
+        "for `sweep`. An account shared by several connections is polled at the smallest interval "
+        "among them.",
+    )
+
+    @classmethod
+    def of(cls, polling: StoredPolling) -> "Polling":
+        """The public view of a stored polling setting."""
+        return cls(mode=polling.mode, interval_seconds=polling.interval_seconds)
+
+    def stored(self) -> StoredPolling:
+        """The setting as the connection store keeps it."""
+        return StoredPolling(self.mode, self.interval_seconds)
+
+
 class _SecretFields(BaseModel):
     """`webhook_secret` or `webhook_secrets`, never both."""
 
@@ -150,6 +184,7 @@ class ConnectionCreate(_SecretFields):
     )
     display_name: DisplayName | None = None
     metadata: Metadata = Field(default_factory=dict)
+    polling: Polling = Field(default_factory=Polling, description="Members left out take their defaults.")
 
 
 class ConnectionUpdate(_SecretFields):
@@ -163,6 +198,9 @@ class ConnectionUpdate(_SecretFields):
         None,
         description="`needs_reauth` is set by the token layer; `disconnected` only by DELETE. "
         "Setting `active` on a disconnected connection reconnects it.",
+    )
+    polling: Polling | None = Field(
+        None, description="Replaces the whole setting: members left out take their defaults."
     )
 
 
@@ -179,6 +217,7 @@ class Connection(BaseModel):
     display_name: str | None
     metadata: dict[str, Any]
     has_webhook_secret: bool
+    polling: Polling
     webhook_url: str | None = Field(
         description="Where the provider posts this connection's webhooks; null for providers with "
         "one app-wide endpoint (quickbooks, xero)."
@@ -230,6 +269,20 @@ def check_secrets(provider: Provider, secrets: list[str], member: str) -> None:
         raise validation_problem(errors)
 
 
+def check_polling(provider: Provider, polling: Polling) -> None:
+    """422 when `provider` has no change API to poll yet `polling` asks for polling."""
+    if provider in POLLED_PROVIDERS:
+        return
+    reason = f"{provider.value} connections are never polled: they have no change API"
+    errors = []
+    if polling.mode in (PollingMode.POLL, PollingMode.SWEEP):
+        errors.append({"pointer": "#/polling/mode", "detail": reason})
+    if polling.interval_seconds is not None:
+        errors.append({"pointer": "#/polling/interval_seconds", "detail": reason})
+    if errors:
+        raise validation_problem(errors)
+
+
 class ConnectionsResource:
     """The handlers of the connections resource, holding the store they work on."""
 
@@ -260,6 +313,7 @@ class ConnectionsResource:
             display_name=connection.display_name,
             metadata=connection.metadata,
             has_webhook_secret=connection.has_webhook_secret,
+            polling=Polling.of(connection.polling),
             webhook_url=(
                 f"{self._base}/webhooks/{connection.provider.value}/{connection.id}"
                 if per_connection
@@ -288,6 +342,7 @@ class ConnectionsResource:
         new = validated(ConnectionCreate, await read_json_object(request, MAX_BODY_BYTES))
         secrets = new.secrets() or []
         check_secrets(new.provider, secrets, new.secrets_pointer())
+        check_polling(new.provider, new.polling)
         try:
             connection = await self._store.create(
                 new.tenant_id,
@@ -296,6 +351,7 @@ class ConnectionsResource:
                 display_name=new.display_name,
                 metadata=new.metadata,
                 webhook_secrets=secrets,
+                polling=new.polling.stored(),
             )
         except ConnectionExists:
             existing = [
@@ -367,6 +423,10 @@ class ConnectionsResource:
             raise validation_problem([{"pointer": "#/metadata", "detail": "must be an object"}])
         if "status" in sent and change.status is None:
             raise validation_problem([{"pointer": "#/status", "detail": "must be active or paused"}])
+        if "polling" in sent and change.polling is None:
+            raise validation_problem([{"pointer": "#/polling", "detail": "must be an object"}])
+        if change.polling is not None:
+            check_polling(connection.provider, change.polling)
         if not sent:
             return json_response(self.render(connection))
         try:
@@ -376,6 +436,7 @@ class ConnectionsResource:
                 metadata=change.metadata if change.metadata is not None else UNSET,
                 status=ConnectionStatus(change.status) if change.status is not None else UNSET,
                 webhook_secrets=secrets if secrets is not None else UNSET,
+                polling=change.polling.stored() if change.polling is not None else UNSET,
             )
         except MissingKeyRing:
             raise _no_key_ring(change.secrets_pointer()) from None

@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fanout.polling.state import PollState
 from gateway.admin.http import find_connection, json_response, read_json_object, validated
 from gateway.admin.problems import Problem, validation_problem
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
@@ -149,10 +150,14 @@ def view(state: CredentialsState) -> CredentialsView:
 class CredentialsResource:
     """`GET` and `PUT` of a connection's credentials; `disconnect` for the connection's DELETE."""
 
-    def __init__(self, store: ConnectionStore, manager: TokenManager | None) -> None:
-        """`manager` None: the gateway has no key ring, so no tokens can be stored (409 to PUT)."""
+    def __init__(
+        self, store: ConnectionStore, manager: TokenManager | None, polls: PollState | None = None
+    ) -> None:
+        """`manager` None: the gateway has no key ring, so no tokens can be stored (409 to PUT).
+        `polls`: the polling state, whose account is made due once it has tokens again."""
         self._store = store
         self._manager = manager
+        self._polls = polls
 
     async def item(self, request: Request) -> Response:
         """`GET` or `PUT`."""
@@ -215,6 +220,10 @@ class CredentialsResource:
             ) from None
         except ValueError as exc:
             raise validation_problem([{"pointer": "#", "detail": str(exc)}]) from None
+        if self._polls is not None:
+            # An account a poll found without usable tokens waits long before it is tried again;
+            # with tokens it is polled at once (and a reconnect publishes what changed meanwhile).
+            await self._polls.due_now(connection.provider, connection.provider_account_id)
         log.info(
             "credentials stored",
             extra={

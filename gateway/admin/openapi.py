@@ -130,7 +130,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "patch": {
                     "operationId": "updateConnection",
-                    "summary": "Change a connection's name, metadata, status or webhook secrets",
+                    "summary": "Change a connection's name, metadata, status, webhook secrets or polling",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("ConnectionUpdate")}},

@@ -22,6 +22,7 @@ from gateway.admin.credentials import CredentialsResource, with_credentials
 from gateway.admin.openapi import openapi_document
 from gateway.admin.problems import Problem
 from gateway.admin.quarantine import QuarantineResource
+from gateway.admin.sync import SyncResource, with_sync
 from gateway.runtime.infra import DATABASE_ERRORS
 from provider_auth.accounts.store import ConnectionStore
 
@@ -38,6 +39,7 @@ class AdminServices:
     on_change: Callable[[str], None]  # a connection changed (the webhook scheme cache listens)
     quarantine: QuarantineResource
     credentials: CredentialsResource
+    sync: SyncResource
 
 
 def admin_routes(services: AdminServices) -> list[BaseRoute]:
@@ -48,7 +50,7 @@ def admin_routes(services: AdminServices) -> list[BaseRoute]:
         services.on_change,
         before_disconnect=services.credentials.disconnect,
     )
-    document = orjson.dumps(with_credentials(openapi_document()))
+    document = orjson.dumps(with_sync(with_credentials(openapi_document())))
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")
@@ -57,6 +59,8 @@ def admin_routes(services: AdminServices) -> list[BaseRoute]:
         Route("/connections", connections.collection, methods=["GET", "POST"]),
         Route("/connections/{connection_id}", connections.item, methods=["GET", "PATCH", "DELETE"]),
         Route("/connections/{connection_id}/credentials", services.credentials.item, methods=["GET", "PUT"]),
+        Route("/connections/{connection_id}/sync", services.sync.sync, methods=["GET"]),
+        Route("/connections/{connection_id}/backfill", services.sync.backfill, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/quarantine/redrive", services.quarantine.redrive, methods=["POST"]),
     ]

@@ -62,6 +62,7 @@ class AdminClient:
         display_name: str | None = None,
         metadata: dict[str, Any] | None = None,
         webhook_secret: str | None = None,
+        polling: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Register a connection; the created connection."""
         body: dict[str, Any] = {
@@ -69,7 +70,12 @@ class AdminClient:
             "provider": provider,
             "provider_account_id": provider_account_id,
         }
-        optional = {"display_name": display_name, "metadata": metadata, "webhook_secret": webhook_secret}
+        optional = {
+            "display_name": display_name,
+            "metadata": metadata,
+            "webhook_secret": webhook_secret,
+            "polling": polling,
+        }
         body |= {key: value for key, value in optional.items() if value is not None}
         return await self._call("POST", "/connections", body)  # type: ignore[no-any-return]
 
@@ -102,6 +108,20 @@ class AdminClient:
         """Hand over a connection's OAuth tokens; its credential state after."""
         path = f"/connections/{connection_id}/credentials"
         return await self._call("PUT", path, body)  # type: ignore[no-any-return]
+
+    async def sync(self, connection_id: str) -> dict[str, Any]:
+        """Where polling stands for a connection (its latest backfill included)."""
+        return await self._call("GET", f"/connections/{connection_id}/sync")  # type: ignore[no-any-return]
+
+    async def backfill(
+        self, connection_id: str, since: str, entities: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Queue a backfill of a connection; the queued job."""
+        body: dict[str, Any] = {"since": since}
+        if entities is not None:
+            body["entities"] = entities
+        path = f"/connections/{connection_id}/backfill"
+        return await self._call("POST", path, body)  # type: ignore[no-any-return]
 
     async def _call(
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None

@@ -14,6 +14,7 @@ TABLE_COLUMNS = (
     ("ACCOUNT", "provider_account_id"),
     ("STATUS", "status"),
     ("SECRET", "has_webhook_secret"),
+    ("POLLING", "polling"),
     ("NAME", "display_name"),
 )
 
@@ -45,6 +46,7 @@ async def connections_action(args: argparse.Namespace) -> str:
                 display_name=args.name,
                 metadata=metadata,
                 webhook_secret=_secret(args.secret),
+                polling=_polling(args.polling, args.poll_interval),
             )
             return pretty(created)
         if args.action == "list":
@@ -64,17 +66,29 @@ def table(rows: list[dict[str, Any]]) -> str:
     """Connections as an aligned text table."""
     cells = [[title for title, _ in TABLE_COLUMNS]]
     for row in rows:
-        cells.append(
-            [
-                "yes" if row.get(key) is True else "" if row.get(key) in (None, False) else str(row[key])
-                for _, key in TABLE_COLUMNS
-            ]
-        )
+        cells.append([_cell(row.get(key)) for _, key in TABLE_COLUMNS])
     widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in cells
     )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict) and "mode" in value:  # the polling setting: `sweep`, `poll 60s`
+        interval = value.get("interval_seconds")
+        return f"{value['mode']} {interval}s" if interval is not None else str(value["mode"])
+    return "yes" if value is True else "" if value in (None, False) else str(value)
+
+
+def _polling(mode: str | None, interval_seconds: int | None) -> dict[str, Any] | None:
+    """The `polling` member for `--polling` and `--poll-interval`; None when neither was given."""
+    if mode is None and interval_seconds is None:
+        return None
+    polling: dict[str, Any] = {"interval_seconds": interval_seconds}
+    if mode is not None:
+        polling["mode"] = mode
+    return polling
 
 
 def _secret(value: str | None) -> str | None:

@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", default=None, help="display name")
     add.add_argument("--secret", default=None, help="webhook secret; `-` reads it from standard input")
     add.add_argument("--metadata", default=None, help="a JSON object")
+    add.add_argument(
+        "--polling",
+        default=None,
+        choices=["auto", "poll", "sweep", "off"],
+        help="polling mode (default auto: sweep with webhooks, poll without)",
+    )
+    add.add_argument(
+        "--poll-interval",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="polling interval (default: the mode's, from the worker's settings)",
+    )
     listing = actions.add_parser("list", parents=[admin_url], help="list connections as a table")
     listing.add_argument("--tenant", default=None)
     listing.add_argument("--provider", default=None)
@@ -108,6 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
         "rm", parents=[admin_url], help="disconnect a connection, erasing its secrets"
     )
     remove.add_argument("id")
+
+    backfill = commands.add_parser(
+        "backfill",
+        parents=[admin_url],
+        help="replay a connection's changes since a date, following the job with a progress bar",
+        description="Queue a backfill through the admin API and follow it until it finishes. Ctrl-C"
+        " stops following; the job goes on in the worker.",
+    )
+    backfill.add_argument("id", help="connection id")
+    backfill.add_argument(
+        "--since", required=True, help="a date (2026-11-01, midnight UTC) or an instant with an offset"
+    )
+    backfill.add_argument(
+        "--entities",
+        action="append",
+        default=None,
+        help="entities to replay, comma-separated or repeated (provider or unified names); default: all",
+    )
+    backfill.add_argument("--no-follow", action="store_true", help="queue it and exit")
+    sync = commands.add_parser(
+        "sync", parents=[admin_url], help="where polling stands for a connection, as a table"
+    )
+    sync.add_argument("id", help="connection id")
+    sync.add_argument("--json", action="store_true", help="print the admin API's JSON instead")
 
     credentials = commands.add_parser("credentials", help="hand over or inspect a connection's OAuth tokens")
     actions = credentials.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -131,6 +168,50 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help="re-encrypt every stored secret under the first key of LEDGERHOOK_ENCRYPTION_KEYS"
     )
     rotate.add_argument("--batch-size", type=int, default=500)
+
+    emulator = commands.add_parser(
+        "emulator", help="connect the provider emulator's accounts and change their records (polling demo)"
+    )
+    emulator_actions = emulator.add_subparsers(dest="action", required=True, metavar="ACTION")
+    emulator_url = argparse.ArgumentParser(add_help=False)
+    emulator_url.add_argument(
+        "--emulator-url",
+        default=None,
+        help="the provider emulator (default: LEDGERHOOK_EMULATOR_URL or http://127.0.0.1:8900)",
+    )
+    emulated = "quickbooks, xero, netsuite, sage-intacct, zoho-books or freshbooks"
+    connect = emulator_actions.add_parser(
+        "connect",
+        parents=[emulator_url, admin_url],
+        help="register a connection to an emulated account with the emulator's tokens; prints it",
+    )
+    connect.add_argument("provider", metavar="PROVIDER", help=emulated)
+    connect.add_argument("--tenant", required=True, help="tenant id")
+    connect.add_argument("--account", required=True, help="the emulated account (realm, tenant, ...)")
+    change = emulator_actions.add_parser(
+        "change",
+        parents=[emulator_url],
+        help="create, update, delete or void records of an emulated account; prints what changed",
+    )
+    change.add_argument("provider", metavar="PROVIDER", help=emulated)
+    change.add_argument(
+        "entity", metavar="ENTITY", help="invoice, credit_note, contact, ... or the provider's own name"
+    )
+    change.add_argument("--account", required=True, help="the emulated account (realm, tenant, ...)")
+    change.add_argument(
+        "--operation", default="create", metavar="OP", help="create (default), update, delete or void"
+    )
+    change.add_argument(
+        "--id", default=None, help="the record (default: a new one, or the one of ENTITY changed last)"
+    )
+    change.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a field of the record, VALUE as JSON when it is JSON (repeatable)",
+    )
+    change.add_argument("--count", type=int, default=1, help="this many records (default 1)")
     return parser
 
 
@@ -173,10 +254,22 @@ def run_command(args: argparse.Namespace) -> int:
             from gateway.cli.credentials import run_credentials
 
             return run_credentials(args)
+        case "backfill":
+            from gateway.cli.sync import run_backfill
+
+            return run_backfill(args)
+        case "sync":
+            from gateway.cli.sync import run_sync
+
+            return run_sync(args)
         case "keys":
             from gateway.cli.keys import run_keys
 
             return run_keys(args)
+        case "emulator":
+            from gateway.cli.emulator import run_emulator
+
+            return run_emulator(args)
     raise AssertionError(f"no handler for {args.command!r}")
 
 

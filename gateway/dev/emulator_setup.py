@@ -1,9 +1,11 @@
-"""`ledgerhook dev --emulator`: OAuth tokens against the provider emulator, in the dev process.
+"""`ledgerhook dev --emulator`: OAuth tokens and change polling against the provider emulator, in-process.
 
 The emulator (`gateway.dev.emulator`) gets a dev app registered with every provider it plays, and
 the providers' token and API URLs point at it. Its access tokens live 3 minutes and the refresher
 runs every few seconds, so a refresh ahead of expiry shows within two minutes. Seeding and revoking
-grants: docs/tokens.md.
+grants: docs/tokens.md. The poller runs on short intervals too, so a record changed with
+`ledgerhook emulator change` shows on the changes topic within seconds (docs/emulator.md,
+"From the command line").
 """
 
 from collections.abc import AsyncIterator
@@ -12,11 +14,15 @@ from typing import Any
 
 from gateway.dev.embedded import DevStackError
 from gateway.dev.emulator import Emulator
+from gateway.settings import Settings
 from provider_auth.oauth.specs import OAUTH_PROVIDERS
 
 __all__ = [
     "DEV_CLIENT_ID",
     "DEV_CLIENT_SECRET",
+    "DEV_POLL_INTERVAL_SECONDS",
+    "DEV_POLL_SYNC_SECONDS",
+    "DEV_SWEEP_INTERVAL_SECONDS",
     "EMULATOR_ACCESS_TTL",
     "banner_lines",
     "emulator_defaults",
@@ -26,10 +32,17 @@ __all__ = [
 DEV_CLIENT_ID = "ledgerhook-dev"
 DEV_CLIENT_SECRET = "ledgerhook-dev-secret"  # noqa: S105 - the emulator's well-known dev app
 EMULATOR_ACCESS_TTL = 180.0
+# Polling on a demo's scale (defaults: 30, 300, 3600 s): a new connection is picked up within the
+# sync, then polled or swept every 10 s. Not faster: a poll asks one list per entity, so every 5 s
+# would take Zoho Books (10 lists) past its 100 requests a minute and FreshBooks (6) past its default
+# budget of 60, and Xero's sweep (9 lists) past its 60 (docs/providers.md, Zoho Books and Xero).
+DEV_POLL_SYNC_SECONDS = 2.0
+DEV_POLL_INTERVAL_SECONDS = 10
+DEV_SWEEP_INTERVAL_SECONDS = 10
 
 
 def emulator_defaults(host: str, port: int) -> dict[str, Any]:
-    """Settings that point every provider at the emulator, with short dev timings."""
+    """Settings that point every provider at the emulator, with short dev timings (tokens, polling)."""
     from provider_auth.providers import Provider
 
     base = f"http://{host}:{port}"
@@ -39,6 +52,9 @@ def emulator_defaults(host: str, port: int) -> dict[str, Any]:
         "token_refresh_jitter_seconds": 15,
         "token_refresh_interval_seconds": 5,
         "token_request_timeout_seconds": 5,
+        "poll_sync_seconds": DEV_POLL_SYNC_SECONDS,
+        "poll_interval_seconds": DEV_POLL_INTERVAL_SECONDS,
+        "sweep_interval_seconds": DEV_SWEEP_INTERVAL_SECONDS,
     }
     for provider in OAUTH_PROVIDERS:
         prefix = provider.env_name.lower()
@@ -67,10 +83,13 @@ async def running_emulator(host: str, port: int) -> AsyncIterator[Emulator]:
         await emulator.stop()
 
 
-def banner_lines(emulator_url: str | None, gateway_url: str, topic: str, bootstrap: str) -> list[str]:
-    """What `dev` prints about tokens: where the emulator is and how to try a refresh and a revocation."""
+def banner_lines(emulator_url: str | None, gateway_url: str, settings: Settings) -> list[str]:
+    """What `dev` prints about the emulator: where it is, how to try a refresh and a revocation, and
+    how to see a changed record polled onto the changes topic."""
     if emulator_url is None:
         return []
+    realm = "9341453908000000"  # the QuickBooks company of `send-sample`
+    bootstrap = settings.kafka_bootstrap_servers
     return [
         "OAuth tokens (--emulator; docs/tokens.md):",
         f"  emulator      {emulator_url}  (every provider's token endpoint; access tokens live 3 min)",
@@ -80,6 +99,14 @@ def banner_lines(emulator_url: str | None, gateway_url: str, topic: str, bootstr
         '/credentials -d \'{"access_token": "...", "refresh_token": "...", "expires_in": 180}\'',
         f"  curl -s -X POST {emulator_url}/_emulator/revoke"
         ' -d \'{"provider": "xero", "token": "<refresh token>"}\'',
-        f"  ledgerhook tail {topic} --bootstrap {bootstrap}",
+        f"  ledgerhook tail {settings.topic_account_events} --bootstrap {bootstrap}",
+        "",
+        f"Polling (--emulator; docs/emulator.md): accounts polled every {settings.poll_interval_seconds} s,"
+        f" swept every {settings.sweep_interval_seconds} s (QuickBooks, Xero):",
+        f"  ledgerhook emulator connect quickbooks --tenant acme --account {realm} --url {gateway_url}"
+        f" --emulator-url {emulator_url}",
+        f"  ledgerhook emulator change quickbooks invoice --account {realm} --emulator-url {emulator_url}",
+        f"  ledgerhook tail {settings.topic_changes} --bootstrap {bootstrap}"
+        '  (the invoice, data.origin "poll", within seconds)',
         "",
     ]

@@ -138,12 +138,7 @@ async def _serve(settings: Settings, options: DevOptions) -> None:
         server = GatewayServer(
             uvicorn_config(settings, app, options.host, options.port), lifecycle, drain_seconds=0
         )
-        tokens = banner_lines(
-            emulator_url,
-            f"http://{options.host}:{options.port}",
-            settings.topic_account_events,
-            settings.kafka_bootstrap_servers,
-        )
+        tokens = banner_lines(emulator_url, f"http://{options.host}:{options.port}", settings)
         print(
             banner(settings, options) + "\n".join(tokens),
             file=sys.stderr,

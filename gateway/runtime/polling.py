@@ -43,6 +43,7 @@ def poller_config(settings: Settings) -> PollerConfig:
     return PollerConfig(
         changes_topic=settings.topic_changes,
         quarantine_topic=settings.topic_quarantine,
+        account_events_topic=settings.topic_account_events,
         poll_interval_seconds=settings.poll_interval_seconds,
         sweep_interval_seconds=settings.sweep_interval_seconds,
         concurrency=settings.poll_concurrency,
@@ -89,6 +90,12 @@ def build_poller(
     metrics = PollerMetrics(registry)
     budgets = RateBudgets(infra.pool, limits=rate_limits(settings))
     fetcher = PageFetcher(
-        infra.http, budgets, ManagerTokens(tokens, settings), observe=metrics.observe_request
+        infra.http,
+        budgets,
+        ManagerTokens(tokens, settings),
+        observe=metrics.observe_request,
+        # A poll needing more requests than one window allows waits for the next window (its lease
+        # is renewed meanwhile) rather than failing and starting over from its first page.
+        permit_wait=budgets.minute + 30.0,
     )
     return Poller(poller_config(settings), infra.pool, infra.producer, fetcher, metrics)

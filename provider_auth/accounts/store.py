@@ -1,12 +1,13 @@
-"""Connections in PostgreSQL: who (tenant) connected which provider account, and in what state.
+"""Connections in PostgreSQL: who (tenant) connected which provider account, in what state, and how
+its account is to be polled.
 
-The admin API manages them; the fan-out worker routes by them; webhook secrets of per-connection
-endpoints are stored encrypted with the key ring (never returned by any endpoint). Statuses and what
-they do: docs/admin-api.md.
+The admin API manages them; the fan-out worker routes by them; the change poller reads their polling
+setting; webhook secrets of per-connection endpoints are stored encrypted with the key ring (never
+returned by any endpoint). Statuses and polling modes: docs/admin-api.md.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -31,6 +32,27 @@ class ConnectionStatus(StrEnum):
     NEEDS_REAUTH = "needs_reauth"
     PAUSED = "paused"
     DISCONNECTED = "disconnected"
+
+
+class PollingMode(StrEnum):
+    """How a connection wants its provider account polled.
+
+    `auto` is `poll` or `sweep` depending on whether the connection gets webhooks, which the change
+    poller decides; `off`: never polled for this connection.
+    """
+
+    AUTO = "auto"
+    POLL = "poll"
+    SWEEP = "sweep"
+    OFF = "off"
+
+
+@dataclass(frozen=True, slots=True)
+class Polling:
+    """A connection's polling setting: its mode, and its interval (None: the mode's default)."""
+
+    mode: PollingMode = PollingMode.AUTO
+    interval_seconds: int | None = None
 
 
 class ConnectionExists(Exception):
@@ -63,6 +85,7 @@ class Connection:
     has_webhook_secret: bool
     created_at: datetime
     updated_at: datetime
+    polling: Polling = field(default_factory=Polling)
 
     @property
     def receives_events(self) -> bool:
@@ -78,7 +101,8 @@ class Connection:
 
 _COLUMNS = (
     "id, tenant_id, provider, provider_account_id, status, display_name, metadata, "
-    "webhook_secrets IS NOT NULL AS has_webhook_secret, created_at, updated_at"
+    "webhook_secrets IS NOT NULL AS has_webhook_secret, created_at, updated_at, polling_mode,"
+    " polling_interval_seconds"
 )
 
 
@@ -94,6 +118,7 @@ def _row(record: Mapping[str, Any]) -> Connection:
         has_webhook_secret=record["has_webhook_secret"],
         created_at=record["created_at"],
         updated_at=record["updated_at"],
+        polling=Polling(PollingMode(record["polling_mode"]), record["polling_interval_seconds"]),
     )
 
 
@@ -128,13 +153,15 @@ class ConnectionStore:
         display_name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         webhook_secrets: Sequence[str] = (),
+        polling: Polling = Polling(),
     ) -> Connection:
         """Register a connection (status active); ConnectionExists if the tenant already has it."""
         connection_id = uuid7()
         try:
             record = await self._pool.fetchrow(
                 "INSERT INTO connections (id, tenant_id, provider, provider_account_id, display_name,"
-                " metadata, webhook_secrets) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)"
+                " metadata, webhook_secrets, polling_mode, polling_interval_seconds)"
+                " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)"
                 f" RETURNING {_COLUMNS}",
                 connection_id,
                 tenant_id,
@@ -143,6 +170,8 @@ class ConnectionStore:
                 display_name,
                 orjson.dumps(dict(metadata or {})).decode(),
                 self._seal(connection_id, webhook_secrets),
+                polling.mode.value,
+                polling.interval_seconds,
             )
         except asyncpg.UniqueViolationError:
             raise ConnectionExists(
@@ -194,8 +223,9 @@ class ConnectionStore:
         metadata: Mapping[str, Any] | _Unset = UNSET,
         status: ConnectionStatus | _Unset = UNSET,
         webhook_secrets: Sequence[str] | _Unset = UNSET,
+        polling: Polling | _Unset = UNSET,
     ) -> Connection | None:
-        """Change the given fields; None when there is no such connection."""
+        """Change the given fields (`polling` replaced whole); None when there is no such connection."""
         key = canonical_uuid(connection_id)
         if key is None:
             return None
@@ -211,6 +241,9 @@ class ConnectionStore:
         if webhook_secrets is not UNSET:
             values.append(self._seal(key, webhook_secrets))
             sets.append(f"webhook_secrets = ${len(values)}")
+        if polling is not UNSET:
+            values.extend((polling.mode.value, polling.interval_seconds))
+            sets.append(f"polling_mode = ${len(values) - 1}, polling_interval_seconds = ${len(values)}")
         sets.append("updated_at = now()")
         record = await self._pool.fetchrow(
             f"UPDATE connections SET {', '.join(sets)} WHERE id = $1 RETURNING {_COLUMNS}", *values

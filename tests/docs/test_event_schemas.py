@@ -28,6 +28,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012 as DRAFT_2020_12
 
 from fanout import quarantine, raw, vocabulary
+from fanout.account_events import HISTORY_GAP, HistoryGap
+from fanout.account_events import history_gap_record as _gap_record
 from fanout.change_events import (
     LEDGERHOOK_NAMESPACE,
     Recipient,
@@ -167,9 +169,10 @@ def test_one_file_per_unified_entity_and_standard_operation() -> None:
         COMMON,
         "integrated_account.authentication_error.json",
         "integrated_account.reactivated.json",
+        "integrated_account.history_gap.json",
     }
     assert set(SCHEMAS) == expected
-    assert len(SCHEMAS) == len(UNIFIED) * len(STANDARD) + 3
+    assert len(SCHEMAS) == len(UNIFIED) * len(STANDARD) + 4
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
@@ -992,3 +995,51 @@ def test_docs_own_name_entities_are_the_code() -> None:
         for key, (entity, _) in table.items():
             if entity not in UNIFIED:
                 assert key in documented[provider], (provider, key)
+
+
+# --- history gaps -----------------------------------------------------------------------------------
+
+
+def _gap(**overrides: Any) -> HistoryGap:
+    fields: dict[str, Any] = {
+        "tenant_id": "tenant-acme",
+        "connection_id": QBO.connection_id,
+        "provider": Provider.QUICKBOOKS,
+        "provider_account_id": QBO.provider_account_id,
+        "entities": ("Invoice", "Customer", "Vendor", "Invoice"),
+        "lost_from": RECEIVED - timedelta(days=40),
+        "lost_until": RECEIVED - timedelta(days=30),
+        "origin": "poll",
+        "occurred_at": RECEIVED,
+    }
+    return HistoryGap(**(fields | overrides))
+
+
+def test_a_history_gap_event_is_valid_and_names_unified_entities() -> None:
+    ident, record = _gap_record(_gap())
+    data = read(record)
+    validate(HISTORY_GAP, data)
+    assert data["entities"] == ["contact", "invoice"]
+    assert data["lost_from"] == "2025-08-01T21:45:00.000Z"
+    assert data["lost_until"] == "2025-08-11T21:45:00.000Z"
+    headers = dict(record.headers)
+    assert headers["ce_type"] == HISTORY_GAP.encode()
+    assert headers["ce_id"] == ident.encode()
+    assert headers["ce_subject"] == f"connection/{QBO.connection_id}".encode()
+    assert record.key == QBO.connection_id.encode()
+
+
+def test_a_history_gap_id_is_stable_for_its_window_and_differs_for_another() -> None:
+    first, _ = _gap_record(_gap())
+    assert _gap_record(_gap(occurred_at=RECEIVED + timedelta(minutes=5)))[0] == first
+    assert _gap_record(_gap(lost_from=RECEIVED - timedelta(days=41)))[0] != first
+    assert _gap_record(_gap(origin="backfill", job_id="job-1"))[0] != first
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("entities", []), ("origin", "webhook"), ("lost_until", "yesterday"), ("surprise", 1)],
+)
+def test_the_history_gap_schema_refuses(field: str, value: Any) -> None:
+    data = read(_gap_record(_gap())[1]) | {field: value}
+    assert not is_valid("integrated_account.history_gap.json", data)

@@ -14,6 +14,7 @@ from .state import (
     IssuedGrant,
     ManualClock,
     ProviderConfig,
+    ServedRequest,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ManualClock",
     "ProviderConfig",
     "ProviderProfile",
+    "ServedRequest",
     "build_app",
     "emulated_providers",
     "profile",

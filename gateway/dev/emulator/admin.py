@@ -5,10 +5,11 @@ In-process tests call the `Emulator` methods directly; a separate process uses t
 - `GET  /_emulator/counters`  -> `EmulatorState.counters()`
 - `POST /_emulator/clients`   `{"provider", "client_id", "client_secret"}` -> 204
 - `POST /_emulator/grants`    `{"provider", "client_id"?, "accounts"?, "refresh_token"?}`
-                              -> `{"access_token", "refresh_token", "grant_id"}`
+                              -> `{"access_token", "refresh_token", "grant_id", "expires_in"}`
 - `POST /_emulator/revoke`    `{"provider", "token"}` (refresh/access token or grant id) -> `{"revoked"}`
 - `POST /_emulator/config`    `{"provider", "access_ttl"?, "refresh_ttl"?, "rotation"?, "grace_seconds"?,
-                              "latency"?}` -> 204 (short-lived tokens for a demo, latency for a bench)
+                              "latency"?}` -> 204 (short-lived tokens for a demo, latency for a bench:
+                              seconds, or `[lowest, highest]` drawn per request)
 - `GET  /_emulator/books/{provider}/{account}` -> the account's records as its API renders them
 - `POST /_emulator/books/{provider}/{account}/changes` `{"entity", "operation", "id"?, "fields"?}`,
                               or in bulk `{"entity", "operation", "count", "spacing"?}` or
@@ -69,18 +70,22 @@ def _register_client(request: web.Request, body: dict[str, Any]) -> web.Response
 
 
 def _issue_grant(request: web.Request, body: dict[str, Any]) -> web.Response:
+    state = state_of(request)
     accounts = body.get("accounts")
-    issued = state_of(request).issue_grant(
+    issued = state.issue_grant(
         body["provider"],
         body.get("client_id"),
         accounts=[str(a) for a in accounts] if accounts is not None else None,
         refresh_token=body.get("refresh_token"),
     )
+    access = state.access_token(body["provider"], issued.access_token)
     return json_response(
         {
             "access_token": issued.access_token,
             "refresh_token": issued.refresh_token,
             "grant_id": issued.grant_id,
+            # How long the access token lives, as a token endpoint says it: a hand-over needs it.
+            "expires_in": access.ttl if access is not None else 0,
         }
     )
 
@@ -102,7 +107,12 @@ def _configure(request: web.Request, body: dict[str, Any]) -> web.Response:
     if "grace_seconds" in body:
         state.set_grace(provider, float(body["grace_seconds"]))
     if "latency" in body:
-        state.set_latency(provider, float(body["latency"]))
+        latency = body["latency"]
+        if isinstance(latency, list):
+            lowest, highest = (float(value) for value in latency)  # ValueError unless two numbers
+            state.set_latency(provider, lowest, up_to=highest)
+        else:
+            state.set_latency(provider, float(latency))
     return web.Response(status=204)
 
 

@@ -101,6 +101,7 @@ async def list_records(request: web.Request) -> web.StreamResponse:
         state.count_call(FRESHBOOKS, resource.path)
         state.count_event(FRESHBOOKS, "throttled")
         return _errors(429, 429, "Too many requests.")
+    ticket = state.request_started(FRESHBOOKS, account, resource.path)
     try:
         # Counted, delayed and faulted like every emulated endpoint; the delay holds its slot.
         faulted = await gate(request, FRESHBOOKS, resource.path)
@@ -130,6 +131,7 @@ async def list_records(request: web.Request) -> web.StreamResponse:
         return await deliver(request, FRESHBOOKS, resource.path, json_response(answer), True)
     finally:
         books.release(usage)
+        state.request_ended(ticket)
 
 
 def setup(app: web.Application) -> None:

@@ -176,6 +176,7 @@ async def suiteql(request: web.Request) -> web.StreamResponse:
         state.count_call(NETSUITE, ENDPOINT)
         state.count_event(NETSUITE, "throttled")
         return _error(429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded.")
+    ticket = state.request_started(NETSUITE, account, ENDPOINT)
     try:
         # Counted, delayed and faulted like every emulated endpoint; the delay holds its slot.
         faulted = await gate(request, NETSUITE, ENDPOINT)
@@ -208,6 +209,7 @@ async def suiteql(request: web.Request) -> web.StreamResponse:
         return await deliver(request, NETSUITE, ENDPOINT, response, True)
     finally:
         books.release(usage)
+        state.request_ended(ticket)
 
 
 def setup(app: web.Application) -> None:

@@ -139,6 +139,7 @@ async def cdc(request: web.Request) -> web.StreamResponse:
         state.count_call(QB, ENDPOINT)
         state.count_event(QB, "throttled")
         return throttled(state.clock())
+    ticket = state.request_started(QB, realm, ENDPOINT)
     try:
         # Counted, delayed and faulted like every emulated endpoint; the delay holds its slot.
         faulted = await gate(request, QB, ENDPOINT)
@@ -172,6 +173,7 @@ async def cdc(request: web.Request) -> web.StreamResponse:
     finally:
         with books.lock:
             usage.in_flight -= 1
+        state.request_ended(ticket)
 
 
 def setup(app: web.Application) -> None:

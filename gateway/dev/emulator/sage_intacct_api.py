@@ -167,6 +167,7 @@ async def query(request: web.Request) -> web.StreamResponse:
         state.count_call(INTACCT, ENDPOINT)
         state.count_event(INTACCT, "throttled")
         return _error(429, "tooManyRequests", "Too many concurrent requests")
+    ticket = state.request_started(INTACCT, company, ENDPOINT)
     try:
         # Counted, delayed and faulted like every emulated endpoint; the delay holds its slot.
         faulted = await gate(request, INTACCT, ENDPOINT)
@@ -193,6 +194,7 @@ async def query(request: web.Request) -> web.StreamResponse:
         return await deliver(request, INTACCT, ENDPOINT, json_response(answer), True)
     finally:
         books.release(usage)
+        state.request_ended(ticket)
 
 
 def setup(app: web.Application) -> None:

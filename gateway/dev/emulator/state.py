@@ -7,6 +7,7 @@ await, so each token operation is atomic as seen by concurrent requests.
 
 import hmac
 import itertools
+import random
 import secrets
 import threading
 import time
@@ -25,6 +26,8 @@ Clock = Callable[[], float]
 """Seconds since the epoch; the emulator's notion of now for every expiry."""
 
 LossMode = Literal["hang", "drop"]
+# The newest data-API requests the request log keeps.
+REQUEST_LOG_SIZE = 50_000
 _Pending = TypeVar("_Pending", "Fault", "Loss")
 
 
@@ -77,7 +80,8 @@ class ProviderConfig:
     refresh_ttl: float | None
     dead_grant_status: int
     dead_grant_error: str
-    latency: dict[str | None, float] = field(default_factory=dict)
+    # Endpoint (None: every endpoint) -> the (lowest, highest) delay, drawn per request.
+    latency: dict[str | None, tuple[float, float]] = field(default_factory=dict)
     faults: deque[Fault] = field(default_factory=deque)
     losses: deque[Loss] = field(default_factory=deque)
 
@@ -184,6 +188,18 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class ServedRequest:
+    """One data-API request past the account's in-flight check, on the emulator's clock: when it
+    came in and when its answer was ready (None while it is still in flight)."""
+
+    provider: Provider
+    account: str
+    endpoint: str
+    started: float
+    ended: float | None
+
+
 def _as_provider(provider: str | Provider) -> Provider:
     slug = Provider(provider)
     if slug not in PROFILES:
@@ -206,6 +222,10 @@ class EmulatorState:
         self._calls: Counter[tuple[Provider, str]] = Counter()
         self._events: Counter[tuple[Provider, str]] = Counter()
         self._sequence = itertools.count(1)
+        # Data-API requests: in flight by ticket, then finished (the newest REQUEST_LOG_SIZE).
+        self._tickets = itertools.count(1)
+        self._in_flight: dict[int, ServedRequest] = {}
+        self._served: deque[ServedRequest] = deque(maxlen=REQUEST_LOG_SIZE)
         # The accounts' records and API usage, read by the data-API modules (books.py).
         self.books = Books(self.clock)
 
@@ -235,12 +255,23 @@ class EmulatorState:
         with self._lock:
             self.config(provider).refresh_ttl = seconds
 
-    def set_latency(self, provider: str | Provider, seconds: float, endpoint: str | None = None) -> None:
-        """Delay every request to the provider (or to one of its endpoints) by `seconds`."""
+    def set_latency(
+        self,
+        provider: str | Provider,
+        seconds: float,
+        endpoint: str | None = None,
+        *,
+        up_to: float | None = None,
+    ) -> None:
+        """Delay every request to the provider (or to one of its endpoints) by `seconds`; with
+        `up_to`, by a delay drawn uniformly between `seconds` and `up_to` for each request."""
+        highest = seconds if up_to is None else up_to
+        if highest < seconds:
+            raise ValueError("up_to must not be below seconds")
         with self._lock:
             latency = self.config(provider).latency
-            if seconds > 0:
-                latency[endpoint] = seconds
+            if highest > 0:
+                latency[endpoint] = (seconds, highest)
             else:
                 latency.pop(endpoint, None)
 
@@ -289,7 +320,8 @@ class EmulatorState:
         """The delay to apply to a request (endpoint-specific first, then provider-wide)."""
         with self._lock:
             latency = self._configs[provider].latency
-            return latency.get(endpoint, latency.get(None, 0.0))
+            lowest, highest = latency.get(endpoint, latency.get(None, (0.0, 0.0)))
+        return lowest if highest <= lowest else random.uniform(lowest, highest)
 
     def take_fault(self, provider: Provider, endpoint: str) -> Fault | None:
         """Consume one pending fault matching the request, if any."""
@@ -614,10 +646,35 @@ class EmulatorState:
             return out
 
     def reset_counters(self) -> None:
-        """Zero every counter (grants, tokens and settings stay)."""
+        """Zero every counter and forget finished requests (grants, tokens and settings stay)."""
         with self._lock:
             self._calls.clear()
             self._events.clear()
+            self._served.clear()
+
+    # ----- request log ----------------------------------------------------------------------
+
+    def request_started(self, provider: Provider, account: str, endpoint: str) -> int:
+        """Log a data-API request let in for `account`; returns the ticket `request_ended` takes."""
+        with self._lock:
+            ticket = next(self._tickets)
+            self._in_flight[ticket] = ServedRequest(provider, account, endpoint, self.clock(), None)
+            return ticket
+
+    def request_ended(self, ticket: int) -> None:
+        """Log the end of a request `request_started` let in (its answer is ready, or it failed)."""
+        with self._lock:
+            started = self._in_flight.pop(ticket)
+            self._served.append(replace(started, ended=self.clock()))
+
+    def served(self, provider: str | Provider, account: str | None = None) -> list[ServedRequest]:
+        """The provider's data-API requests (for one account), finished or in flight, by arrival:
+        how many came in any span and how many overlapped, as the provider would count them."""
+        slug = _as_provider(provider)
+        with self._lock:
+            logged = [*self._served, *self._in_flight.values()]
+        found = [r for r in logged if r.provider == slug and (account is None or r.account == account)]
+        return sorted(found, key=lambda r: r.started)
 
 
 def _take(queue: deque[_Pending], endpoint: str) -> _Pending | None:

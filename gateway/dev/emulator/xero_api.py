@@ -146,6 +146,7 @@ async def list_records(request: web.Request) -> web.StreamResponse:
         state.count_call(XERO, collection.name)
         state.count_event(XERO, "throttled")
         return _throttled("concurrent", 1.0, {})
+    ticket = state.request_started(XERO, tenant, collection.name)
     try:
         # Counted, delayed and faulted like every emulated endpoint; the delay holds its slot.
         faulted = await gate(request, XERO, collection.name)
@@ -179,6 +180,7 @@ async def list_records(request: web.Request) -> web.StreamResponse:
     finally:
         with books.lock:
             usage.in_flight -= 1
+        state.request_ended(ticket)
 
 
 def setup(app: web.Application) -> None:

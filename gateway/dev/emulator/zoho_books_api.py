@@ -89,6 +89,7 @@ async def list_records(request: web.Request) -> web.StreamResponse:
         state.count_call(ZOHO, endpoint.path)
         state.count_event(ZOHO, "throttled")
         return _error(429, 429, "API usage limit exceeded")
+    ticket = state.request_started(ZOHO, organization, endpoint.path)
     try:
         # Counted, delayed and faulted like every emulated endpoint; the delay holds its slot.
         faulted = await gate(request, ZOHO, endpoint.path)
@@ -114,6 +115,7 @@ async def list_records(request: web.Request) -> web.StreamResponse:
         return await deliver(request, ZOHO, endpoint.path, json_response(body), True)
     finally:
         books.release(usage)
+        state.request_ended(ticket)
 
 
 def setup(app: web.Application) -> None:

@@ -4,10 +4,6 @@ its batch, health and metrics on the worker port."""
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +14,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from gateway.dev.embedded import free_port
 from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStore
 from provider_auth.providers import Provider
@@ -29,9 +24,9 @@ from tests.fanout.pipeline.pipeline_support import (
     expected_id,
     read_events,
     read_records,
-    settings_env,
     version_of,
 )
+from tests.fanout.worker_process import WorkerProcess, stop_every_worker, wait_until
 
 REALMS = 12
 CHANGES_PER_DELIVERY = 10
@@ -39,46 +34,14 @@ OPERATIONS = {"Create": "created", "Update": "updated", "Delete": "deleted"}
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-STARTED: list[subprocess.Popen[str]] = []
+def worker(settings: Settings) -> WorkerProcess:
+    """A worker process taking small batches, so a kill lands mid-batch."""
+    return WorkerProcess(settings, WORKER_BATCH_SIZE="10")
 
 
-class WorkerProcess:
-    """One `python -m gateway.cli worker` with the test's settings."""
-
-    def __init__(self, settings: Settings, port: int) -> None:
-        self.port = port
-        env = settings_env(settings, WORKER_PORT=str(port), HOST="127.0.0.1", WORKER_BATCH_SIZE="10")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        STARTED.append(self.process)
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    def published(self) -> float:
-        """Events published so far, from the worker's own /metrics (0 before it answers)."""
-        try:
-            _, text = self.get("/metrics")
-        except OSError:
-            return 0.0
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("ledgerhook_fanout_events_published_total{")
-        )
-
-    async def stop(self, sig: signal.Signals) -> int:
-        self.process.send_signal(sig)
-        return await asyncio.to_thread(self.process.wait, 30)
+def published(process: WorkerProcess) -> float:
+    """Events the worker published so far, from its own /metrics."""
+    return process.metric("ledgerhook_fanout_events_published_total")
 
 
 async def preload(stack: PipelineStack, realms: list[str], deliveries: int, start: int) -> None:
@@ -164,23 +127,11 @@ def assert_repeats_identical(events: list[Received]) -> None:
             first[event_id] = event
 
 
-async def wait_until(condition: Any, timeout: float, what: str) -> None:
-    """Poll a blocking condition (an HTTP scrape) until it holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await asyncio.to_thread(condition):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture(autouse=True)
 def no_worker_left_behind() -> Iterator[None]:
     """A failing test must not leave a worker process running."""
     yield
-    while STARTED:
-        process = STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    stop_every_worker()
 
 
 @contextlib.asynccontextmanager
@@ -212,14 +163,14 @@ async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
         assert len(expected) > 5000
 
         # 1. Killed while publishing: some events are out, the rest are not.
-        first = WorkerProcess(settings, free_port())
-        await wait_until(lambda: first.published() > 200, 60, "the worker to publish")
+        first = worker(settings)
+        await wait_until(lambda: published(first) > 200, 60, "the worker to publish")
         assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         partial = await read_events(settings)
         assert 0 < len({e.header("ce_id") for e in partial}) < len(expected)
 
         # 2. Restarted: catches up; every change delivered, repeats only as the same records again.
-        second = WorkerProcess(settings, free_port())
+        second = worker(settings)
         await caught_up(settings, timeout=60)
         events = await read_events(settings)
         assert {e.header("ce_id") for e in events} == expected
@@ -233,11 +184,9 @@ async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
 
         # 3. SIGTERM while busy: the batch in progress is finished and committed, exit 0.
         await preload(stack, realms, deliveries=300, start=400)
-        base = second.published()
-        await wait_until(lambda: second.published() > base + 100, 60, "more events")
-        assert await second.stop(signal.SIGTERM) == 0, (
-            second.process.stderr.read() if second.process.stderr else ""
-        )
+        base = published(second)
+        await wait_until(lambda: published(second) > base + 100, 60, "more events")
+        assert await second.stop(signal.SIGTERM) == 0, second.logs()
         offsets = await committed(settings)
         raw = await read_records(settings.kafka_bootstrap_servers, settings.topic_raw)
         done = [r for r in raw if r.offset < offsets[r.partition]]
@@ -247,7 +196,7 @@ async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
         assert len(events) - len({e.header("ce_id") for e in events}) == repeats_after_crash
 
         # 4. A third worker finishes the rest without a single repeat.
-        third = WorkerProcess(settings, free_port())
+        third = worker(settings)
         await caught_up(settings, timeout=60)
         assert await third.stop(signal.SIGTERM) == 0
         events = await read_events(settings)
@@ -271,14 +220,14 @@ async def test_a_worker_joining_mid_drain_takes_partitions_over_without_loss_or_
             realm: [(await store.create("tenant-a", Provider.QUICKBOOKS, realm)).id] for realm in realms
         }
         await preload(stack, realms, deliveries=1000, start=0)
-        first = WorkerProcess(settings, free_port())
-        await wait_until(lambda: first.published() > 300, 60, "the first worker to publish")
+        first = worker(settings)
+        await wait_until(lambda: published(first) > 300, 60, "the first worker to publish")
 
         # Deliveries keep coming until the second worker has taken partitions over with work on them.
-        second = WorkerProcess(settings, free_port())
+        second = worker(settings)
         sent = 1000
         deadline = asyncio.get_running_loop().time() + 60
-        while not await asyncio.to_thread(lambda: second.published() > 0):
+        while not await asyncio.to_thread(lambda: published(second) > 0):
             assert asyncio.get_running_loop().time() < deadline, "the second worker never took over"
             await preload(stack, realms, deliveries=50, start=sent)
             sent += 50

@@ -5,136 +5,29 @@ connection's account is not polled and catches up on resume; a poller cancelled 
 nothing and repeats nothing."""
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-import pytest
 from prometheus_client import CollectorRegistry
 
 from fanout.polling import xero
-from fanout.polling.budget import RateBudgets
-from fanout.polling.fetcher import PageFetcher
-from fanout.polling.poller import POLL_UNPARSEABLE, Poller, PollerConfig, PollerMetrics
+from fanout.polling.poller import POLL_UNPARSEABLE
 from fanout.polling.state import PollState
-from gateway.runtime.polling import ManagerTokens
-from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStatus
 from provider_auth.providers import Provider
-from provider_auth.vault import KeyRing
-from tests.fanout.pipeline.pipeline_support import (
-    Received,
-    expected_id,
-    read_events,
-    read_quarantine,
-    validate_data,
-    version_of,
+from tests.fanout.pipeline.pipeline_support import expected_id, read_events, read_quarantine, version_of
+from tests.fanout.polling.polling_support import (
+    count_events,
+    eventually,
+    new_poller,
+    outcome_is,
+    polled,
+    polling,
 )
-from tests.provider_auth.tokens.token_support import CLIENT_ID, TokenStack, token_stack
+from tests.provider_auth.tokens.token_support import CLIENT_ID, TokenStack
 
 QB = Provider.QUICKBOOKS
 XERO = Provider.XERO
-
-
-@pytest.fixture
-async def database_url(postgres_url: str) -> AsyncIterator[str]:
-    """A database of the test's own: the poller syncs every connection it holds."""
-    name = f"poller_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture
-async def stack(settings_factory: Any, database_url: str) -> AsyncIterator[TokenStack]:
-    """A token manager against a fresh emulator, on the test's database and topics."""
-    settings: Settings = settings_factory(
-        database_url=database_url, encryption_keys=f"k1:{KeyRing.generate_key()}"
-    )
-    async with token_stack(settings) as running:
-        yield running
-
-
-def new_poller(stack: TokenStack, registry: CollectorRegistry | None = None) -> Poller:
-    """A poller with one-second intervals, as the worker wires it."""
-    metrics = PollerMetrics(registry or CollectorRegistry())
-    fetcher = PageFetcher(
-        stack.http,
-        RateBudgets(stack.pool),
-        ManagerTokens(stack.manager, stack.settings),
-        observe=metrics.observe_request,
-        backoff_base=0.05,
-    )
-    config = PollerConfig(
-        changes_topic=stack.settings.topic_changes,
-        quarantine_topic=stack.settings.topic_quarantine,
-        poll_interval_seconds=1,
-        sweep_interval_seconds=1,
-        concurrency=4,
-        lease_seconds=3.0,
-        sync_seconds=0.2,
-        idle_seconds=0.05,
-        error_backoff_seconds=0.2,
-    )
-    return Poller(config, stack.pool, stack.producer, fetcher, metrics)
-
-
-@asynccontextmanager
-async def polling(stack: TokenStack, registry: CollectorRegistry | None = None) -> AsyncIterator[Poller]:
-    """A poller running in this loop for the block, stopped at its end."""
-    poller = new_poller(stack, registry)
-    stop = asyncio.Event()
-    task = asyncio.create_task(poller.run(stop))
-    try:
-        yield poller
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> None:
-    """Wait until the async `check()` returns a true value."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
-def outcome_is(stack: TokenStack, provider: Provider, account: str, *outcomes: str) -> Callable[[], Any]:
-    state = PollState(stack.pool)
-
-    async def check() -> bool:
-        row = await state.account(provider, account)
-        return row is not None and row.last_outcome in outcomes
-
-    return check
-
-
-def polled(events: list[Received]) -> list[dict[str, Any]]:
-    """Each event's data, checked as a CloudEvent with the official SDK and against its schema."""
-    out = []
-    for record in events:
-        event = record.event()
-        data = event.get_data()
-        assert isinstance(data, dict)
-        validate_data(event.get_type(), data)
-        assert event.get_subject() == f"{data['entity']}/{data['entity_id']}"
-        assert record.key == data["connection_id"].encode()
-        out.append({"type": event.get_type(), "id": event.get_id(), **data})
-    return out
 
 
 async def two_tenants_on_one_realm(stack: TokenStack) -> tuple[str, list[str]]:
@@ -164,6 +57,12 @@ async def test_quickbooks_changes_reach_every_connection_of_the_realm_with_one_c
         await eventually(outcome_is(stack, QB, realm, "ok"))
         assert stack.emu.calls(QB, "cdc") == 1
         first = await PollState(stack.pool).watermarks(QB, realm)
+
+        async def budget_shown() -> bool:  # the one CDC call, in the realm's minute window
+            labels = {"provider": "quickbooks", "scope": "minute"}
+            return registry.get_sample_value("ledgerhook_poll_budget_in_use", labels) == 1
+
+        await eventually(budget_shown)
 
     events = polled(await read_events(stack.settings))
     assert len(events) == 6  # three changes, two connections
@@ -262,13 +161,9 @@ async def test_a_page_the_parser_refuses_is_quarantined_and_the_watermark_stays(
 
     # The next poll reads the same window again and publishes what the refused page held.
     async with polling(stack):
-        await eventually(lambda: _count_events(stack, 4))
+        await eventually(lambda: count_events(stack, 4))
         await eventually(outcome_is(stack, QB, realm, "ok"))
     assert len(await read_events(stack.settings)) == 4
-
-
-async def _count_events(stack: TokenStack, wanted: int) -> bool:
-    return len(await read_events(stack.settings)) >= wanted
 
 
 async def test_a_paused_connection_is_not_polled_and_catches_up_on_resume(stack: TokenStack) -> None:
@@ -292,7 +187,7 @@ async def test_a_paused_connection_is_not_polled_and_catches_up_on_resume(stack:
         assert await read_events(stack.settings) == []
 
         await stack.connections.update(connection_id, status=ConnectionStatus.ACTIVE)
-        await eventually(lambda: _count_events(stack, 1))
+        await eventually(lambda: count_events(stack, 1))
     events = polled(await read_events(stack.settings))
     assert [(e["entity_id"], e["operation"], e["origin"]) for e in events] == [
         (changed.id, "created", "poll")
@@ -307,7 +202,7 @@ async def test_a_poller_cancelled_mid_poll_loses_and_repeats_nothing(stack: Toke
 
     crashed = new_poller(stack)
     task = asyncio.create_task(crashed.run(asyncio.Event()))
-    await eventually(lambda: _count_events(stack, xero.PAGE_SIZE))
+    await eventually(lambda: count_events(stack, xero.PAGE_SIZE))
     task.cancel()  # mid-poll: pages published, watermark not moved, the lease left to run out
     await asyncio.gather(task, return_exceptions=True)
     assert await PollState(stack.pool).watermarks(XERO, tenant) == {}

@@ -1,5 +1,5 @@
 """The connections resource over real HTTP on the real database: every endpoint and status, problem
-details, cursor pages with filters, and webhook secrets that never come back."""
+details, cursor pages with filters, polling settings, and webhook secrets that never come back."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -103,6 +103,7 @@ async def test_create_then_get_a_per_connection_provider(gw: RunningGateway) -> 
         "display_name",
         "metadata",
         "has_webhook_secret",
+        "polling",
         "webhook_url",
         "created_at",
         "updated_at",
@@ -110,6 +111,7 @@ async def test_create_then_get_a_per_connection_provider(gw: RunningGateway) -> 
     assert connection["tenant_id"] == owner and connection["provider"] == "zoho-books"
     assert connection["status"] == "active" and connection["has_webhook_secret"] is True
     assert connection["metadata"] == {"plan": "pro", "seats": 3}
+    assert connection["polling"] == {"mode": "auto", "interval_seconds": None}
     assert connection["webhook_url"] == f"{PUBLIC}/webhooks/zoho-books/{connection['id']}"
     assert created.headers["location"] == f"/admin/v1/connections/{connection['id']}"
     assert ZOHO_SECRET.encode() not in created.body
@@ -171,6 +173,21 @@ def _valid(**changes: Any) -> dict[str, Any]:
         (_valid(provider="xero", webhook_secrets=["xero-secret-value"]), "#/webhook_secrets"),
         (_valid(provider="sage-intacct", webhook_secret="intacct-secret"), "#/webhook_secret"),
         (_valid(provider="zoho-books", webhook_secret="has space"), "#/webhook_secret"),
+        (_valid(polling={"mode": "hourly"}), "#/polling/mode"),
+        (_valid(polling={"mode": None}), "#/polling/mode"),
+        (_valid(polling={"interval_seconds": 0}), "#/polling/interval_seconds"),
+        (_valid(polling={"interval_seconds": -60}), "#/polling/interval_seconds"),
+        (_valid(polling={"interval_seconds": 7 * 86_400 + 1}), "#/polling/interval_seconds"),
+        (_valid(polling={"interval_seconds": True}), "#/polling/interval_seconds"),
+        (_valid(polling={"interval_seconds": 1.5}), "#/polling/interval_seconds"),
+        (_valid(polling={"interval_seconds": 60.0}), "#/polling/interval_seconds"),
+        (_valid(polling={"interval_seconds": "60"}), "#/polling/interval_seconds"),
+        (_valid(polling={"mode": "poll", "every": 60}), "#/polling/every"),
+        (_valid(polling="poll"), "#/polling"),
+        (_valid(polling=None), "#/polling"),
+        (_valid(provider="custom", polling={"mode": "poll"}), "#/polling/mode"),
+        (_valid(provider="custom", polling={"mode": "sweep"}), "#/polling/mode"),
+        (_valid(provider="custom", polling={"interval_seconds": 60}), "#/polling/interval_seconds"),
     ],
 )
 async def test_invalid_bodies_are_422_with_pointers_and_no_echo(
@@ -249,6 +266,11 @@ async def test_patch_changes_only_what_is_sent(gw: RunningGateway) -> None:
         ({"provider": "xero"}, "#/provider"),
         ({"tenant_id": "someone-else"}, "#/tenant_id"),
         ({"webhook_secret": "plain-not-whsec"}, "#/webhook_secret"),
+        ({"polling": None}, "#/polling"),
+        ({"polling": {"mode": "sometimes"}}, "#/polling/mode"),
+        ({"polling": {"interval_seconds": False}}, "#/polling/interval_seconds"),
+        ({"polling": {"interval_seconds": 0, "mode": "poll"}}, "#/polling/interval_seconds"),
+        ({"polling": {"mode": "off", "interval": 60}}, "#/polling/interval"),
     ],
 )
 async def test_invalid_patches_are_422(gw: RunningGateway, body: dict[str, Any], pointer: str) -> None:
@@ -258,6 +280,52 @@ async def test_invalid_patches_are_422(gw: RunningGateway, body: dict[str, Any],
     assert pointer in [error["pointer"] for error in problem["errors"]]
     assert b"plain-not-whsec" not in answer.body
     assert (await call(gw, "GET", f"/admin/v1/connections/{created['id']}")).json == created
+
+
+async def test_polling_is_set_on_create_replaced_by_patch_and_shown_everywhere(gw: RunningGateway) -> None:
+    owner = tenant()
+    swept = {"mode": "sweep", "interval_seconds": 900}
+    created = await call(gw, "POST", "/admin/v1/connections", _valid(tenant_id=owner, polling=swept))
+    assert created.status == 201 and created.json["polling"] == swept
+    path = f"/admin/v1/connections/{created.json['id']}"
+    assert (await call(gw, "GET", path)).json["polling"] == swept
+    # Members left out take their defaults, on create as on update.
+    only_mode = _valid(tenant_id=owner, provider_account_id="TSTDRV2", polling={"mode": "off"})
+    off = (await call(gw, "POST", "/admin/v1/connections", only_mode)).json
+    assert off["polling"] == {"mode": "off", "interval_seconds": None}
+    empty = _valid(tenant_id=owner, provider_account_id="TSTDRV3", polling={})
+    auto = (await call(gw, "POST", "/admin/v1/connections", empty)).json
+    assert auto["polling"] == {"mode": "auto", "interval_seconds": None}
+
+    listed = (await call(gw, "GET", f"/admin/v1/connections?tenant_id={owner}")).json["data"]
+    assert [c["polling"] for c in listed] == [swept, off["polling"], auto["polling"]]
+
+    # PATCH replaces the whole setting.
+    faster = await call(gw, "PATCH", path, {"polling": {"interval_seconds": 60}})
+    assert faster.status == 200 and faster.json["polling"] == {"mode": "auto", "interval_seconds": 60}
+    stopped = (await call(gw, "PATCH", path, {"polling": {"mode": "off"}})).json
+    assert stopped["polling"] == {"mode": "off", "interval_seconds": None}
+    both = {"mode": "poll", "interval_seconds": 7 * 86_400}
+    assert (await call(gw, "PATCH", path, {"polling": both})).json["polling"] == both
+    # Other changes leave it as it is.
+    renamed = (await call(gw, "PATCH", path, {"display_name": "Renamed", "status": "paused"})).json
+    assert renamed["polling"] == both and renamed["status"] == "paused"
+    reset = (await call(gw, "PATCH", path, {"polling": {}})).json
+    assert reset["polling"] == {"mode": "auto", "interval_seconds": None}
+    assert (await call(gw, "GET", path)).json == reset
+
+
+async def test_custom_connections_take_no_polling_but_auto_or_off(gw: RunningGateway) -> None:
+    body = _valid(tenant_id=tenant(), provider="custom", polling={"mode": "off"})
+    created = await call(gw, "POST", "/admin/v1/connections", body)
+    assert created.status == 201 and created.json["polling"]["mode"] == "off"
+    path = f"/admin/v1/connections/{created.json['id']}"
+    assert (await call(gw, "PATCH", path, {"polling": {"mode": "auto"}})).status == 200
+    answer = await call(gw, "PATCH", path, {"polling": {"mode": "poll", "interval_seconds": 60}})
+    errors = assert_problem(answer, 422)["errors"]
+    assert [error["pointer"] for error in errors] == ["#/polling/mode", "#/polling/interval_seconds"]
+    assert errors[0]["detail"] == "custom connections are never polled: they have no change API"
+    assert (await call(gw, "GET", path)).json["polling"] == {"mode": "auto", "interval_seconds": None}
 
 
 @pytest.mark.parametrize("provider", list(Provider))

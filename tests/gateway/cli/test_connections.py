@@ -81,10 +81,11 @@ async def test_add_list_show_rm(gw: RunningGateway) -> None:
     listed = await cli("list", "--tenant", tenant, **env)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["ID", "TENANT", "PROVIDER", "ACCOUNT", "STATUS", "SECRET", "NAME"]
+    assert lines[0].split() == ["ID", "TENANT", "PROVIDER", "ACCOUNT", "STATUS", "SECRET", "POLLING", "NAME"]
     ids = [connection["id"], json.loads(second.stdout)["id"], json.loads(inline.stdout)["id"]]
     assert [line.split()[0] for line in lines[1:]] == ids
     assert "NetSuite sandbox" in lines[1] and "yes" in lines[1]
+    assert all("auto" in line.split() for line in lines[1:])
 
     only = await cli("list", "--tenant", tenant, "--provider", "xero", **env)
     assert [line.split()[2] for line in only.stdout.splitlines()[1:]] == ["xero"]
@@ -99,6 +100,40 @@ async def test_add_list_show_rm(gw: RunningGateway) -> None:
 
     gone = await cli("list", "--tenant", tenant, "--status", "disconnected", "--url", gw.base_url, **env)
     assert [line.split()[0] for line in gone.stdout.splitlines()[1:]] == [connection["id"]]
+
+
+async def test_add_sets_the_polling_mode_and_interval(gw: RunningGateway) -> None:
+    env = {"LEDGERHOOK_ADMIN_URL": gw.base_url, "LEDGERHOOK_ADMIN_TOKEN": TOKENS[0]}
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    args = ("add", "--tenant", tenant, "--provider", "zoho-books")
+    swept = await cli(*args, "--account", "org-1", "--polling", "sweep", "--poll-interval", "900", **env)
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout)["polling"] == {"mode": "sweep", "interval_seconds": 900}
+    # The interval alone keeps the default mode; the mode alone, the mode's interval.
+    faster = await cli(*args, "--account", "org-2", "--poll-interval", "60", **env)
+    assert json.loads(faster.stdout)["polling"] == {"mode": "auto", "interval_seconds": 60}
+    off = await cli(*args, "--account", "org-3", "--polling", "off", **env)
+    assert json.loads(off.stdout)["polling"] == {"mode": "off", "interval_seconds": None}
+    plain = await cli(*args, "--account", "org-4", **env)
+    assert json.loads(plain.stdout)["polling"] == {"mode": "auto", "interval_seconds": None}
+
+    listed = await cli("list", "--tenant", tenant, **env)
+    assert [line.split()[5] for line in listed.stdout.splitlines()[1:]] == ["sweep", "auto", "off", "auto"]
+    assert [line.split()[6] for line in listed.stdout.splitlines()[1:3]] == ["900s", "60s"]
+
+    # The API's bounds, said as the API says them; a mode that is none, a usage error.
+    zero = await cli(*args, "--account", "org-5", "--poll-interval", "0", **env)
+    assert zero.returncode == 1 and "422" in zero.stderr
+    assert "polling/interval_seconds: Input should be greater than or equal to 1" in zero.stderr
+    custom = await cli(
+        "add", "--tenant", tenant, "--provider", "custom", "--account", "c", "--polling", "poll", **env
+    )
+    assert custom.returncode == 1 and "polling/mode: custom connections are never polled" in custom.stderr
+    wrong = await cli(*args, "--account", "org-6", "--polling", "hourly", **env)
+    assert wrong.returncode == 2 and "invalid choice: 'hourly'" in wrong.stderr
+    not_a_number = await cli(*args, "--account", "org-7", "--poll-interval", "5m", **env)
+    assert not_a_number.returncode == 2 and "--poll-interval" in not_a_number.stderr
+    assert "Traceback" not in zero.stderr + custom.stderr + wrong.stderr + not_a_number.stderr
 
 
 async def test_errors_show_the_problem_detail_and_exit_nonzero(gw: RunningGateway) -> None:

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.dev.emulator import Emulator, ManualClock
+from provider_auth.providers import Provider
 from tests.paths import REPO_ROOT
 
 CLIENT = ("app-id", "app-secret")
@@ -479,6 +480,36 @@ async def test_latency_delays_only_the_chosen_provider(emu: Emulator, http: aioh
     assert time.monotonic() - started < 0.25
 
 
+async def test_a_latency_range_draws_each_request_s_delay_from_it(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.set_latency("quickbooks", 0.05, up_to=0.2)
+    drawn = [emu.latency_for(Provider.QUICKBOOKS, "cdc") for _ in range(400)]
+    assert all(0.05 <= delay <= 0.2 for delay in drawn)
+    # Spread over the range, not one fixed value (each bound fails by chance with p < 1e-17).
+    assert min(drawn) < 0.065 and max(drawn) > 0.185
+    _, token = emu.issue_grant("quickbooks")
+    started = time.monotonic()
+    assert (await refresh(http, emu, "quickbooks", token))[0] == 200
+    assert time.monotonic() - started >= 0.05
+
+    # Over the control endpoint: `[lowest, highest]`; a single number stays a fixed delay.
+    config = emu.url("/_emulator/config")
+    async with http.post(config, json={"provider": "xero", "latency": [0.1, 0.3]}) as resp:
+        assert resp.status == 204
+    drawn = [emu.latency_for(Provider.XERO, "Invoices") for _ in range(400)]
+    assert all(0.1 <= delay <= 0.3 for delay in drawn) and max(drawn) - min(drawn) > 0.15
+    async with http.post(config, json={"provider": "xero", "latency": 0.02}) as resp:
+        assert resp.status == 204
+    assert {emu.latency_for(Provider.XERO, "Invoices") for _ in range(20)} == {0.02}
+    for bad in ([0.3, 0.1], [0.1], [0.1, 0.2, 0.3], ["soon", 1]):
+        async with http.post(config, json={"provider": "xero", "latency": bad}) as resp:
+            assert resp.status == 400, bad
+    assert emu.latency_for(Provider.XERO, "Invoices") == 0.02
+    with pytest.raises(ValueError, match="up_to"):
+        emu.set_latency("xero", 0.2, up_to=0.1)
+
+
 async def test_access_and_refresh_tokens_expire_on_the_injected_clock(http: aiohttp.ClientSession) -> None:
     clock = ManualClock()
     async with Emulator(clock=clock) as emu:
@@ -649,6 +680,44 @@ async def test_counters_by_provider_and_endpoint(emu: Emulator, http: aiohttp.Cl
 
     emu.reset_counters()
     assert emu.calls("quickbooks") == 0 and emu.refreshes("quickbooks") == 0 and emu.counters() == {}
+
+
+async def test_the_request_log_has_each_data_api_request_from_arrival_to_answer(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    realm, tenant = "9341453908000000", "c2cc9b6e-9458-4c7d-93cc-f02b81b0594f"
+    qb_token, _ = emu.issue_grant("quickbooks", accounts=[realm])
+    xero_token, _ = emu.issue_grant("xero", accounts=[tenant])
+    emu.set_latency("quickbooks", 0.3, endpoint="cdc")
+    emu.set_api_limits("quickbooks", concurrent=2)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3600))
+
+    async def cdc() -> int:
+        async with http.get(
+            emu.url(f"/quickbooks/v3/company/{realm}/cdc"),
+            params={"entities": "Invoice", "changedSince": since},
+            headers={"Authorization": f"Bearer {qb_token}"},
+        ) as resp:
+            return resp.status
+
+    calls = [asyncio.create_task(cdc()) for _ in range(3)]
+    while len(emu.served("quickbooks", realm)) < 2:
+        await asyncio.sleep(0.01)
+    assert [r.ended for r in emu.served("quickbooks", realm)] == [None, None]  # in flight
+    # The third was over the in-flight limit: refused before it was let in, so not logged.
+    assert sorted(await asyncio.gather(*calls)) == [200, 200, 429]
+    served = emu.served("quickbooks", realm)
+    assert [(r.provider, r.account, r.endpoint) for r in served] == [(Provider.QUICKBOOKS, realm, "cdc")] * 2
+    assert all(r.ended is not None and r.ended - r.started >= 0.29 for r in served)
+    assert served[0].started <= served[1].started < (served[0].ended or 0)  # they overlapped
+
+    headers = {"Authorization": f"Bearer {xero_token}", "xero-tenant-id": tenant}
+    async with http.get(emu.url("/xero/api.xro/2.0/Invoices"), headers=headers) as resp:
+        assert resp.status == 200
+    assert [(r.account, r.endpoint) for r in emu.served("xero")] == [(tenant, "Invoices")]
+    assert emu.served("quickbooks", "another-realm") == []
+    emu.reset_counters()
+    assert emu.served("quickbooks") == [] and emu.served("xero") == []
 
 
 async def test_unknown_provider_is_refused_by_the_controls(emu: Emulator) -> None:

@@ -1,4 +1,5 @@
-"""`ledgerhook dev`, `send-sample` and `tail` as a newcomer uses them, each a real process."""
+"""`ledgerhook dev`, `send-sample`, `tail` and `emulator connect|change` as a newcomer uses them, each
+a real process."""
 
 import json
 import os
@@ -59,28 +60,42 @@ def processes_using(path: Path) -> list[psutil.Process]:
     return found
 
 
+def record_of(output: str, *texts: str) -> str:
+    """The one record `tail` printed that holds every one of `texts`."""
+    found = [block for block in output.split("\n--- ") if all(text in block for text in texts)]
+    assert len(found) == 1, f"{len(found)} records hold {texts}:\n{output[-3000:]}"
+    return found[0]
+
+
 def test_dev_stack_end_to_end(tmp_path: Path) -> None:
-    port, kafka_port = free_port(), free_port()
+    port, kafka_port, emulator_port = free_port(), free_port(), free_port()
     data_dir = tmp_path / "state"
     base = f"http://127.0.0.1:{port}"
     # A secret from the environment replaces the dev default.
     env = clean_env(LEDGERHOOK_XERO_WEBHOOK_KEYS="my-own-xero-key")
-    dev = subprocess.Popen(
-        [
-            *LEDGERHOOK,
-            "dev",
-            "--port",
-            str(port),
-            "--kafka-port",
-            str(kafka_port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Its log goes to a file: a pipe read only at the end could fill up and stall the stack.
+    log = tmp_path / "dev.log"
+    with log.open("w") as output:
+        dev = subprocess.Popen(
+            [
+                *LEDGERHOOK,
+                "dev",
+                "--port",
+                str(port),
+                "--kafka-port",
+                str(kafka_port),
+                "--data-dir",
+                str(data_dir),
+                # The provider emulator too, for the polling quick start below.
+                "--emulator",
+                "--emulator-port",
+                str(emulator_port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=output,
+            text=True,
+        )
     try:
         wait_ready(base, dev)
         sent = []
@@ -168,12 +183,48 @@ def test_dev_stack_end_to_end(tmp_path: Path) -> None:
         )
         assert "accounting." in changes
         assert f"connectionid: {connection_id}" in changes and "tenantid: acme" in changes
+
+        # Polling, as the README's quick start shows it: an account of the emulator connected, an
+        # invoice created there, and its event polled onto the changes topic. Another realm than the
+        # sample's, whose connection above holds no tokens.
+        emulator = f"http://127.0.0.1:{emulator_port}"
+        realm = "4620816365000000"
+        connected = run(
+            "emulator",
+            "connect",
+            "quickbooks",
+            "--tenant",
+            "acme",
+            "--account",
+            realm,
+            "--url",
+            base,
+            "--emulator-url",
+            emulator,
+        )
+        assert connected.returncode == 0, connected.stderr
+        polled_id = next(line.split()[1] for line in connected.stdout.splitlines() if "  id  " in line)
+        changed = run(
+            "emulator", "change", "quickbooks", "invoice", "--account", realm, "--emulator-url", emulator
+        )
+        assert changed.returncode == 0, changed.stderr
+        invoice = changed.stdout.split()[2]  # "created Invoice <id> (active)"
+        polled = wait_for_output(
+            lambda: run("tail", "ledgerhook.changes", "--bootstrap", bootstrap, "--no-follow"),
+            f"connectionid: {polled_id}",
+            timeout=30,
+        )
+        event = record_of(polled, f"connectionid: {polled_id}")
+        assert f"accounting.invoice.created  invoice/{invoice}" in event
+        assert '"origin": "poll"' in event and f'"provider_account_id": "{realm}"' in event
     finally:
         dev.send_signal(signal.SIGTERM)
         code = dev.wait(60)
-        _, stderr = dev.communicate()
+        stderr = log.read_text()
     assert code == 0
     assert "ledgerhook send-sample quickbooks" in stderr  # the ready-to-paste line
+    assert "ledgerhook emulator connect quickbooks --tenant acme" in stderr  # and the polling ones
+    assert "ledgerhook emulator change quickbooks invoice" in stderr
     assert "LEDGERHOOK_XERO_WEBHOOK_KEYS=my-own-xero-key" in stderr
     assert "Traceback" not in stderr
     time.sleep(0.5)

@@ -1,12 +1,19 @@
-"""The connection store on real PostgreSQL: CRUD, uniqueness, cursor pages, routing lookups, and
-webhook secrets that exist only encrypted and move to a new key."""
+"""The connection store on real PostgreSQL: CRUD, uniqueness, cursor pages, routing lookups, polling
+settings, and webhook secrets that exist only encrypted and move to a new key."""
 
 import uuid
 
 import asyncpg
 import pytest
 
-from provider_auth.accounts.store import ConnectionExists, ConnectionStatus, ConnectionStore, MissingKeyRing
+from provider_auth.accounts.store import (
+    ConnectionExists,
+    ConnectionStatus,
+    ConnectionStore,
+    MissingKeyRing,
+    Polling,
+    PollingMode,
+)
 from provider_auth.providers import Provider
 from provider_auth.vault import KeyRing, VaultError
 
@@ -50,6 +57,29 @@ async def test_create_get_update_disconnect(store) -> None:  # type: ignore[no-u
     gone = await connections.disconnect(created.id)
     assert gone is not None and not gone.receives_events and not gone.paused
     assert await connections.update(str(uuid.uuid4()), display_name="x") is None
+
+
+async def test_polling_is_stored_replaced_whole_and_checked(store) -> None:  # type: ignore[no-untyped-def]
+    connections, pool = store
+    plain = await connections.create(tenant(), Provider.XERO, "org-p")
+    assert plain.polling == Polling(PollingMode.AUTO, None)
+    swept = await connections.create(
+        tenant(), Provider.NETSUITE, "TSTDRV9", polling=Polling(PollingMode.SWEEP, 900)
+    )
+    assert swept.polling == Polling(PollingMode.SWEEP, 900)
+    assert (await connections.get(swept.id)).polling == swept.polling  # type: ignore[union-attr]
+    assert [c.polling for c in await connections.by_account(Provider.NETSUITE, "TSTDRV9")] == [swept.polling]
+
+    renamed = await connections.update(swept.id, display_name="kept")
+    assert renamed is not None and renamed.polling == swept.polling
+    off = await connections.update(swept.id, polling=Polling(PollingMode.OFF))
+    assert off is not None and off.polling == Polling(PollingMode.OFF, None)
+    # The table holds the same rules as the API: a known mode, an interval of at least a second.
+    with pytest.raises(asyncpg.CheckViolationError):
+        await connections.update(swept.id, polling=Polling(PollingMode.POLL, 0))
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute("UPDATE connections SET polling_mode = 'hourly' WHERE id = $1", swept.id)
+    assert (await connections.get(swept.id)).polling == Polling(PollingMode.OFF)  # type: ignore[union-attr]
 
 
 async def test_pages_follow_the_cursor_and_filters(store) -> None:  # type: ignore[no-untyped-def]

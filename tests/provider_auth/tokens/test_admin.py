@@ -14,15 +14,14 @@ import pytest
 
 from gateway.dev.emulator import Emulator
 from gateway.settings import Settings
-from provider_auth.oauth.specs import OAUTH_PROVIDERS
 from provider_auth.providers import Provider
 from provider_auth.tokens import ReauthRequired
 from provider_auth.vault import KeyRing
 from tests.paths import REPO_ROOT
 from tests.provider_auth.tokens.token_support import (
     CLIENT_ID,
-    CLIENT_SECRET,
     TokenStack,
+    emulator_settings,
     key_entries,
     register_clients,
     token_stack,
@@ -30,23 +29,6 @@ from tests.provider_auth.tokens.token_support import (
 from tests.support import ADMIN_TOKEN, RunningGateway, running_gateway
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def emulator_settings(emu: Emulator, *, skip: tuple[Provider, ...] = ()) -> dict[str, Any]:
-    """Gateway settings pointing each provider (but `skip`) at the emulator."""
-    values: dict[str, Any] = {}
-    for provider in OAUTH_PROVIDERS:
-        if provider in skip:
-            continue
-        prefix = provider.env_name.lower()
-        values |= {
-            f"{prefix}_client_id": CLIENT_ID,
-            f"{prefix}_client_secret": CLIENT_SECRET,
-            f"{prefix}_token_url": emu.token_url(provider),
-            f"{prefix}_api_base_url": emu.url(f"/{provider.value}"),
-        }
-    values["quickbooks_revoke_url"] = emu.revoke_url(Provider.QUICKBOOKS)
-    return values
 
 
 class Api:

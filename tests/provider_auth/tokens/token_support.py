@@ -60,6 +60,23 @@ def emulator_apps(emu: Emulator, **jwt: Any) -> dict[Provider, OAuthApp]:
     }
 
 
+def emulator_settings(emu: Emulator, *, skip: tuple[Provider, ...] = ()) -> dict[str, Any]:
+    """Gateway settings pointing each provider (but `skip`) at the emulator."""
+    values: dict[str, Any] = {}
+    for provider in OAUTH_PROVIDERS:
+        if provider in skip:
+            continue
+        prefix = provider.env_name.lower()
+        values |= {
+            f"{prefix}_client_id": CLIENT_ID,
+            f"{prefix}_client_secret": CLIENT_SECRET,
+            f"{prefix}_token_url": emu.token_url(provider),
+            f"{prefix}_api_base_url": emu.url(f"/{provider.value}"),
+        }
+    values["quickbooks_revoke_url"] = emu.revoke_url(Provider.QUICKBOOKS)
+    return values
+
+
 def register_clients(emu: Emulator) -> None:
     """Ledgerhook's app at every emulated provider."""
     for provider in OAUTH_PROVIDERS:
