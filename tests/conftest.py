@@ -1,16 +1,13 @@
 """Session-wide real infrastructure: embedded PostgreSQL and an embedded Kafka-compatible broker."""
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from gateway.settings import Settings
-from tests.support import RunningGateway, make_settings, running_gateway
+from tests.support import RunningGateway, fresh_database, make_settings, running_gateway
 
 
 @pytest.fixture(scope="session")
@@ -57,16 +54,7 @@ async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
 
 @pytest.fixture
 async def database_url(postgres_url: str) -> AsyncIterator[str]:
-    """A database of the test's own: the poller syncs every connection it holds."""
-    name = f"poller_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    """A database of the test's own, for tests whose subject reads whole tables (the poller syncs
+    every connection there is, the refresher every grant)."""
+    async with fresh_database(postgres_url, "own") as url:
+        yield url

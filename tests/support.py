@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from starlette.applications import Starlette
 
@@ -147,3 +149,26 @@ def record_header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None
         if key == name:
             return value.decode()
     return None
+
+
+@asynccontextmanager
+async def fresh_database(postgres_url: str, prefix: str, *, migrated: bool = False) -> AsyncIterator[str]:
+    """The URL of a new database on the session's server (migrated if asked), dropped at the end:
+    for tests whose subject reads a whole table (a sync, a sweep of every row, a size measure)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+    try:
+        if migrated:
+            await migrate(url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

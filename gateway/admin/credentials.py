@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal
 
 from aiokafka.errors import KafkaError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fanout.polling.state import PollState
 from gateway.admin.http import find_connection, json_response, read_json_object, validated
+from gateway.admin.openapi import CONNECTION_ID_PARAMETER, REF, add_schemas, problem_responses
 from gateway.admin.problems import Problem, validation_problem
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
 from provider_auth.oauth.specs import SPECS, ZOHO_DATA_CENTRES
@@ -266,11 +266,7 @@ def _provider_rules(provider: Provider, given: CredentialsPut) -> list[dict[str,
 
 def with_credentials(document: dict[str, Any]) -> dict[str, Any]:
     """The admin OpenAPI document with the credentials path and its schemas added."""
-    ref = "#/components/schemas/{model}"
-    _, definitions = models_json_schema(
-        [(CredentialsPut, "validation"), (CredentialsView, "serialization")], ref_template=ref
-    )
-    problem = {"$ref": ref.format(model="ProblemDetails")}
+    add_schemas(document, [(CredentialsPut, "validation"), (CredentialsView, "serialization")])
     reasons = {
         400: "The body is not JSON.",
         401: "Missing or wrong admin token.",
@@ -281,39 +277,24 @@ def with_credentials(document: dict[str, Any]) -> dict[str, Any]:
         422: "Invalid members, listed in `errors`.",
         503: "The database did not answer; retry later.",
     }
-
-    def problems(*statuses: int) -> dict[str, Any]:
-        return {
-            str(s): {"description": reasons[s], "content": {"application/problem+json": {"schema": problem}}}
-            for s in statuses
-        }
-
-    state = {"application/json": {"schema": {"$ref": ref.format(model="CredentialsView")}}}
-    path = {
-        "parameters": [
-            {
-                "name": "connection_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "format": "uuid"},
-            }
-        ],
+    state = {"application/json": {"schema": {"$ref": REF.format(model="CredentialsView")}}}
+    document["paths"]["/connections/{connection_id}/credentials"] = {
+        "parameters": [CONNECTION_ID_PARAMETER],
         "get": {
             "operationId": "getCredentials",
             "summary": "A connection's credential state (never a token)",
-            "responses": {"200": {"description": "The state.", "content": state}} | problems(401, 404, 503),
+            "responses": {"200": {"description": "The state.", "content": state}}
+            | problem_responses(reasons, 401, 404, 503),
         },
         "put": {
             "operationId": "putCredentials",
             "summary": "Hand over OAuth tokens (first connect or reconnect); tokens are write-only",
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": ref.format(model="CredentialsPut")}}},
+                "content": {"application/json": {"schema": {"$ref": REF.format(model="CredentialsPut")}}},
             },
             "responses": {"200": {"description": "Stored.", "content": state}}
-            | problems(400, 401, 404, 409, 413, 422, 503),
+            | problem_responses(reasons, 400, 401, 404, 409, 413, 422, 503),
         },
     }
-    document["paths"]["/connections/{connection_id}/credentials"] = path
-    document["components"]["schemas"].update(definitions["$defs"])
     return document

@@ -4,9 +4,11 @@ Schemas come from the pydantic models that validate requests and shape answers (
 JSON Schema 2020-12, the dialect of OpenAPI 3.1), so the document cannot drift from the code.
 """
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.admin.connections import (
     DEFAULT_LIMIT,
@@ -31,6 +33,31 @@ def _json(name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
+# The connection id of every `/connections/{connection_id}/...` path.
+CONNECTION_ID_PARAMETER: dict[str, Any] = {
+    "name": "connection_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "The connection's id.",
+}
+
+
+def problem_responses(reasons: Mapping[int, str], *statuses: int) -> dict[str, Any]:
+    """The problem+json responses of `statuses`, each described by `reasons`."""
+    problem = _ref("ProblemDetails")
+    return {
+        str(status): {"description": reasons[status], "content": {MEDIA_TYPE: {"schema": problem}}}
+        for status in statuses
+    }
+
+
+def add_schemas(document: dict[str, Any], models: Sequence[tuple[type[BaseModel], JsonSchemaMode]]) -> None:
+    """Add the JSON Schemas of `models` (and what they use) to the document's components."""
+    _, definitions = models_json_schema(list(models), ref_template=REF)
+    document.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+
+
 def _problems(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "The body is not JSON.",
@@ -41,11 +68,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
         422: "Invalid members or query parameters, listed in `errors`.",
         503: "A dependency (database or broker) did not answer; retry later.",
     }
-    problem = _ref("ProblemDetails")
-    return {
-        str(status): {"description": reasons[status], "content": {MEDIA_TYPE: {"schema": problem}}}
-        for status in statuses
-    }
+    return problem_responses(reasons, *statuses)
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:

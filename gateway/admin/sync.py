@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, WithJsonSchema
-from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,6 +19,7 @@ from fanout.polling.budget import RateBudgets
 from fanout.polling.state import POLLED_PROVIDERS
 from fanout.polling.status import SyncStatus, sync_status
 from gateway.admin.http import find_connection, json_response, read_json_object, validated
+from gateway.admin.openapi import CONNECTION_ID_PARAMETER, REF, add_schemas, problem_responses
 from gateway.admin.problems import Problem, validation_problem
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
 
@@ -281,12 +281,10 @@ def _rounded(value: float | None) -> float | None:
 
 def with_sync(document: dict[str, Any]) -> dict[str, Any]:
     """The admin OpenAPI document with the sync and backfill paths and their schemas added."""
-    ref = "#/components/schemas/{model}"
-    _, definitions = models_json_schema(
+    add_schemas(
+        document,
         [(BackfillRequest, "validation"), (BackfillView, "serialization"), (SyncView, "serialization")],
-        ref_template=ref,
     )
-    problem = {"$ref": ref.format(model="ProblemDetails")}
     reasons = {
         400: "The body is not JSON.",
         401: "Missing or wrong admin token.",
@@ -298,37 +296,23 @@ def with_sync(document: dict[str, Any]) -> dict[str, Any]:
         503: "The database did not answer; retry later.",
     }
 
-    def problems(*statuses: int) -> dict[str, Any]:
-        return {
-            str(s): {"description": reasons[s], "content": {"application/problem+json": {"schema": problem}}}
-            for s in statuses
-        }
-
-    parameter = {
-        "name": "connection_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "format": "uuid"},
-        "description": "The connection's id.",
-    }
-
     def body(model: str) -> dict[str, Any]:
-        return {"application/json": {"schema": {"$ref": ref.format(model=model)}}}
+        return {"application/json": {"schema": {"$ref": REF.format(model=model)}}}
 
     paths = document.setdefault("paths", {})
     paths["/connections/{connection_id}/sync"] = {
-        "parameters": [parameter],
+        "parameters": [CONNECTION_ID_PARAMETER],
         "get": {
             "operationId": "getConnectionSync",
             "summary": "Where polling stands for a connection",
             "description": "Per entity: watermark, last poll, next due time; the rate budget in use;"
             " the latest backfill with its progress.",
             "responses": {"200": {"description": "The sync status.", "content": body("SyncView")}}
-            | problems(401, 404, 503),
+            | problem_responses(reasons, 401, 404, 503),
         },
     }
     paths["/connections/{connection_id}/backfill"] = {
-        "parameters": [parameter],
+        "parameters": [CONNECTION_ID_PARAMETER],
         "post": {
             "operationId": "startConnectionBackfill",
             "summary": "Replay a connection's changes since a date",
@@ -343,8 +327,7 @@ def with_sync(document: dict[str, Any]) -> dict[str, Any]:
                     "content": body("BackfillView"),
                 }
             }
-            | problems(400, 401, 404, 409, 413, 422, 503),
+            | problem_responses(reasons, 400, 401, 404, 409, 413, 422, 503),
         },
     }
-    document.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
     return document

@@ -9,16 +9,15 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from fanout.polling.state import LEASE_DUE_QUERY, AccountLease, AccountsSynced, LeaseLost, PollState
-from gateway.runtime.migrate import migrate
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore, Polling, PollingMode
 from provider_auth.providers import Provider
 from provider_auth.vault import KeyRing
+from tests.support import fresh_database
 
 REALM = "9341453908000000"
 INTERVAL = 300  # the poll interval
@@ -38,24 +37,12 @@ class PollingDb:
 @pytest.fixture
 async def polling(postgres_url: str) -> AsyncIterator[PollingDb]:
     """A fresh database per test: the sync reads the whole connections table."""
-    name = f"polling_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
-    await migrate(url)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=12)
-    try:
-        yield PollingDb(pool, ConnectionStore(pool, keyring=None), PollState(pool))
-    finally:
-        await pool.close()
-        admin = await asyncpg.connect(postgres_url)
+    async with fresh_database(postgres_url, "polling", migrated=True) as url:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=12)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            yield PollingDb(pool, ConnectionStore(pool, keyring=None), PollState(pool))
         finally:
-            await admin.close()
+            await pool.close()
 
 
 async def interval(polling: PollingDb, provider: Provider = Provider.QUICKBOOKS, account: str = REALM) -> int:
