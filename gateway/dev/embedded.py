@@ -121,6 +121,9 @@ class EmbeddedBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=self._log or subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Out of the terminal's process group: Ctrl-C reaches `dev` alone, which then stops the
+            # broker last, after its clients (it still dies with `dev`, see _die_with_parent).
+            start_new_session=True,
         )
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
