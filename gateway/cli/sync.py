@@ -107,9 +107,14 @@ async def follow(client: AdminClient, console: Console, connection_id: str, job:
     if current["state"] == "failed":
         console.print(f"backfill {job_id} failed: {current['last_error']}", markup=False, highlight=False)
         return 1
+    repeats = (
+        " (the others were on the topic already)"
+        if progress["events_published"] < progress["records_read"]
+        else ""
+    )
     console.print(
         f"backfill {job_id} done in {took:.0f} s: {progress['pages_done']} pages,"
-        f" {progress['records_read']} records read, {progress['events_published']} events published"
+        f" {progress['records_read']} records read, {progress['events_published']} events published{repeats}"
     )
     return 0
 
@@ -131,18 +136,15 @@ def render_sync(console: Console, status: dict[str, Any]) -> None:
         f"polling: {mode}, setting {polling['mode']}; {'polled' if polling['polled'] else 'not polled now'}",
         highlight=False,
     )
-    if status["entities"]:
-        table = Table("ENTITY", "WATERMARK", "LAG", "LAST POLL", "OUTCOME", "NEXT DUE", box=None)
-        for entity in status["entities"]:
-            last = entity["last_poll"] or {}
-            table.add_row(
-                entity["entity"],
-                _when(entity["watermark"]),
-                _seconds(entity["lag_seconds"]),
-                _when(last.get("at")),
-                last.get("outcome", "-"),
-                _when(entity["next_due_at"]),
-            )
+    entities = status["entities"]
+    if entities:
+        # One poll reads every entity of the account: its last and next poll are said once.
+        last = entities[0]["last_poll"]
+        when = f"last poll {_when(last['at'])} {last['outcome']}" if last else "not polled yet"
+        console.print(f"{when}; next due {_when(entities[0]['next_due_at'])}", highlight=False)
+        table = Table("ENTITY", "WATERMARK", "LAG", box=None)
+        for entity in entities:
+            table.add_row(entity["entity"], _when(entity["watermark"]), _seconds(entity["lag_seconds"]))
         console.print(table)
     if status["requests"]:
         uses = ", ".join(

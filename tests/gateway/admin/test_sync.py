@@ -207,6 +207,7 @@ async def test_the_cli_follows_a_backfill_to_the_end_and_prints_the_sync_table(a
     printed = out.decode()
     assert f"connection {connection_id}" in printed and "xero" in printed
     assert "ENTITY" in printed and "Invoice" in printed and "requests: minute" in printed
+    assert "last poll" in printed and "next due" in printed
     assert "backfill" in printed and "done" in printed
 
     raw = await _cli(api, "sync", connection_id, "--json")
