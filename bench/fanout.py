@@ -12,7 +12,8 @@ QuickBooks and Xero deliveries, produced directly with the headers and keys the 
 2. **worker**: `ledgerhook worker` (the real FanoutWorker, PostgreSQL routing and dedupe) drains
    the same records into `ledgerhook.changes`; done when the topic holds the expected number of
    events, which are then read back and checked id by id (exactly the expected ids, no repeats,
-   nothing quarantined), or the run fails.
+   nothing quarantined; with webhook reconciliation on, the default, the expected ids leave out
+   what it must drop, and the worker must count as many drops), or the run fails.
 3. **latency**: `ledgerhook serve` joins the still-running worker; bench/fanout_poster.py posts
    signed deliveries at a fixed rate (open loop) and a consumer on `ledgerhook.changes` takes, for
    every event, the time from its POST's due time to the moment it is read, matching the event's
@@ -26,6 +27,7 @@ start-up and the consumer group join are left out of both. Run: `python bench/fa
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import platform
 import random
@@ -62,6 +64,7 @@ from bench.fanout_workload import (  # noqa: E402
     make_delivery,
     raw_delivery,
     register,
+    with_fresh_records,
 )
 from bench.ingest import (  # noqa: E402
     cpu_model,
@@ -89,6 +92,7 @@ P99_TARGET_MS = 250.0
 POLL_SECONDS = 0.02  # how often the drain watcher reads the end offsets of the output topic
 READER_FETCH_WAIT_MS = 10  # the latency reader's own fetch wait: up to this much of a latency is its own
 STALL_SECONDS = 60.0
+FRESH_RECORD_IDS = 1_000_000  # the latency phase's QuickBooks record ids start here
 
 Pids = Callable[[], set[int]]
 
@@ -277,21 +281,35 @@ class Batches:
         return self.seconds / self.count * 1000.0 if self.count else float("nan")
 
 
-def scrape_batches(port: int) -> Batches:
-    """Read the worker's batch histogram from its /metrics (empty when it does not answer)."""
+def scrape_metrics(port: int, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """Samples of the worker's /metrics whose name starts with one of `prefixes`, summed over their
+    labels (empty when it does not answer)."""
     values: dict[str, float] = {}
     with (
         contextlib.suppress(OSError, ValueError),
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response,
     ):
         for line in response.read().decode().splitlines():
-            name, _, value = line.partition(" ")
-            if name in ("ledgerhook_fanout_batch_seconds_count", "ledgerhook_fanout_batch_seconds_sum"):
-                values[name] = float(value)
+            sample, _, value = line.rpartition(" ")
+            name = sample.partition("{")[0]
+            if name.startswith(prefixes):
+                values[name] = values.get(name, 0.0) + float(value)
+    return values
+
+
+def scrape_batches(port: int) -> Batches:
+    """Read the worker's batch histogram from its /metrics (empty when it does not answer)."""
+    values = scrape_metrics(port, ("ledgerhook_fanout_batch_seconds_",))
     return Batches(
         values.get("ledgerhook_fanout_batch_seconds_count", 0.0),
         values.get("ledgerhook_fanout_batch_seconds_sum", 0.0),
     )
+
+
+def scrape_superseded(port: int) -> int:
+    """Change events the worker dropped by reconciliation so far (`..._events_superseded_total`)."""
+    total = "ledgerhook_fanout_events_superseded_total"
+    return round(scrape_metrics(port, (total,)).get(total, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,22 +403,34 @@ class TopicCheck:
     distinct: int
     missing: int
     unexpected: int
+    # Events the worker dropped by reconciliation (its own counter), and how many it must drop.
+    superseded: int = 0
+    expected_superseded: int = 0
 
     @property
     def ok(self) -> bool:
-        """Exactly the expected events, each once."""
-        return self.records == self.distinct and not self.missing and not self.unexpected
+        """Exactly the expected events, each once, and exactly the expected drops."""
+        return (
+            self.records == self.distinct
+            and not self.missing
+            and not self.unexpected
+            and self.superseded == self.expected_superseded
+        )
 
 
-async def check_events(bootstrap: str, topic: str, expected: set[str]) -> TopicCheck:
-    """Read the whole topic and compare its `ce_id`s with `expected`."""
+async def check_events(
+    bootstrap: str, topic: str, expected: set[str], superseded: int = 0, expected_superseded: int = 0
+) -> TopicCheck:
+    """Read the whole topic and compare its `ce_id`s with `expected` (and the drops with theirs)."""
     ids: set[str] = set()
 
     def note(record: ConsumerRecord[bytes, bytes]) -> None:
         ids.update(value.decode() for key, value in record.headers if key == "ce_id")
 
     records = await read_topic(bootstrap, topic, len(expected), note)
-    return TopicCheck(records, len(ids), len(expected - ids), len(ids - expected))
+    return TopicCheck(
+        records, len(ids), len(expected - ids), len(ids - expected), superseded, expected_superseded
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,12 +553,18 @@ def latency_pool(
     count: int,
     changes: tuple[int, int],
 ) -> tuple[list[tuple[str, dict[str, str], bytes]], list[int]]:
-    """`count` signed deliveries (one account each) and the number of events each must produce."""
+    """`count` signed deliveries (one account each) and the number of events each must produce.
+
+    Each change names a record of its own (the drain's QuickBooks ids stop at 99,999): the POSTs
+    reach the worker in no fixed order, so which of two changes of one record reconciliation keeps
+    could not be known; on records of their own, every change yields its events.
+    """
     weights = activity_weights(len(accounts))
+    fresh_ids = itertools.count(FRESH_RECORD_IDS)
     pool = []
     events = []
     for _ in range(count):
-        delivery = make_delivery(rng, accounts, weights, changes, changes)
+        delivery = with_fresh_records(make_delivery(rng, accounts, weights, changes, changes), fresh_ids)
         if delivery.provider is Provider.QUICKBOOKS:
             signed = samples.signed_quickbooks(delivery.body, QUICKBOOKS_TOKENS[1])
         else:
@@ -787,6 +823,12 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="LEDGERHOOK_WORKER_BATCH_SIZE for the worker and the pass-through (default: the setting's)",
     )
+    parser.add_argument(
+        "--reconcile-webhooks",
+        choices=("on", "off"),
+        default="on",
+        help="LEDGERHOOK_RECONCILE_WEBHOOKS for the worker (default: on, the setting's default)",
+    )
     parser.add_argument("--skip-latency", action="store_true", help="only the drain phases")
     return parser.parse_args()
 
@@ -858,7 +900,7 @@ async def prepare_workload(stack: Stack, rng: random.Random) -> Workload:
     finally:
         await pool.close()
     deliveries = make_deliveries(rng, accounts, args.changes)
-    expected = expected_events(deliveries, connections)
+    expected = expected_events(deliveries, connections, reconcile=args.reconcile_webhooks == "on")
     ends, preload_seconds = await preload(settings, deliveries)
     if sum(ends.values()) != len(deliveries):
         raise RuntimeError(f"raw topic: {sum(ends.values())} records for {len(deliveries)} deliveries")
@@ -874,6 +916,10 @@ async def prepare_workload(stack: Stack, rng: random.Random) -> Workload:
         f"organisations), {sizes[0]}-{sizes[-1]} bytes, {fmt(expected.changes)} changes -> "
         f"{fmt(len(expected.event_ids))} events expected; {PARTITIONS} partitions; prepared in "
         f"{time.monotonic() - started:.1f}s (pre-load {preload_seconds:.1f}s)"
+    )
+    print(
+        f"  webhook reconciliation {args.reconcile_webhooks} (LEDGERHOOK_RECONCILE_WEBHOOKS): "
+        f"{expected.superseded} events it must drop (an older or equal version of their record)"
     )
     if expected.repeats:
         print(f"  note: {expected.repeats} changes repeat an earlier event id (dedupe drops them)")
@@ -907,8 +953,9 @@ async def drain_passthrough(stack: Stack, work: Workload) -> list[tuple[Drain, i
 async def drain_worker(stack: Stack, work: Workload) -> tuple[Child, int, Drain, TopicCheck, int]:
     """`ledgerhook worker` on the same records, checked event by event; it is left running.
 
-    Returns the worker, its metrics port, its drain, the check of the changes topic and how many
-    records the quarantine topic holds.
+    Returns the worker, its metrics port, its drain, the check of the changes topic (with the
+    worker's count of events dropped by reconciliation) and how many records the quarantine topic
+    holds.
     """
     wait_for_quiet(stack.args.wait_quiet)
     settings = stack.settings
@@ -938,8 +985,13 @@ async def drain_worker(stack: Stack, work: Workload) -> tuple[Child, int, Drain,
     for profiler in sampling:
         profiler.stop()
     drain.batches = await asyncio.to_thread(scrape_batches, port)
+    superseded = await asyncio.to_thread(scrape_superseded, port)
     check = await check_events(
-        settings.kafka_bootstrap_servers, settings.topic_changes, work.expected.event_ids
+        settings.kafka_bootstrap_servers,
+        settings.topic_changes,
+        work.expected.event_ids,
+        superseded,
+        work.expected.superseded,
     )
     quarantined = await read_topic(settings.kafka_bootstrap_servers, settings.topic_quarantine, 0)
     return worker, port, drain, check, quarantined
@@ -993,6 +1045,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> bool:
     try:
         broker.start()
         env = bench_env(database_url, broker.bootstrap)
+        env["LEDGERHOOK_RECONCILE_WEBHOOKS"] = "true" if args.reconcile_webhooks == "on" else "false"
         if args.batch_size is not None:
             env["LEDGERHOOK_WORKER_BATCH_SIZE"] = str(args.batch_size)
         settings = load_settings(
@@ -1025,7 +1078,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> bool:
             child.stop()
         broker.stop()
         postgres.stop()
-    return report(copies, drain, check, quarantined, latency, stack.profiles)
+    return report(copies, drain, check, quarantined, latency, stack.profiles, args.reconcile_webhooks)
 
 
 def report(
@@ -1035,6 +1088,7 @@ def report(
     quarantined: int,
     latency: Latency | None,
     profiles: list[Path],
+    reconcile_webhooks: str,
 ) -> bool:
     """Print the tables, the checks and the summary line; False when a check failed."""
     rounds = [drain for drain, _ in copies]
@@ -1065,7 +1119,8 @@ def report(
     print(
         f"exact: changes topic holds {fmt(check.records)} events for {fmt(worker.records_out)} expected "
         f"({fmt(check.distinct)} distinct ids, {check.missing} missing, {check.unexpected} unexpected, "
-        f"{check.records - check.distinct} repeated); quarantine {quarantined}; pass-through copies "
+        f"{check.records - check.distinct} repeated); superseded {check.superseded} for "
+        f"{check.expected_superseded} expected; quarantine {quarantined}; pass-through copies "
         f"{' '.join(fmt(copied) for _, copied in copies)} of {fmt(worker.records_in)}: "
         f"{'OK' if ok else 'MISMATCH'}"
     )
@@ -1117,6 +1172,7 @@ def report(
             f"p99 {percentile(latency.latencies_ms, 0.99):.0f} ms at {latency.rate:g}/s "
             f"(target <= {P99_TARGET_MS:g} ms)"
         )
+    line += f"; webhook reconciliation {reconcile_webhooks}"
     print(line + ("" if ok else "; CHECK FAILED"))
     return ok
 

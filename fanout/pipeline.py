@@ -61,9 +61,10 @@ class WorkerConfig:
     # it) is seen at once; a disconnect or a pause stops events within this many seconds.
     connection_cache_seconds: float = 3.0
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
-    # Reconcile webhook events by record version (docs/architecture.md, "Reconciliation"). Off by
-    # default until its cost on this path is brought down; polled events are always reconciled.
-    reconcile_webhooks: bool = False
+    # Reconcile webhook events by record version, as polled events always are (docs/architecture.md,
+    # "Reconciliation"); off, a webhook event records no version, so a poll or sweep reporting the
+    # same version under another event id publishes it again.
+    reconcile_webhooks: bool = True
 
 
 class WorkerMetrics:

@@ -3,14 +3,16 @@
 A webhook, a poll and a backfill can all report the same version of a record (its provider's
 last-updated time). `publishable` decides, in the caller's publishing transaction, which changes of
 a batch are new: a change passes only if its version is later than the latest one already published
-for that record and connection, and moves it. `prune` keeps the table to a retention window. The
-rules, the table's size and why a prune is safe: docs/architecture.md, "Reconciliation".
+for that record and connection, and moves it. `LatestMarks` is the same rule in memory. `prune`
+keeps the table to a retention window. The rules, the table's size and why a prune is safe:
+docs/architecture.md, "Reconciliation".
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeAlias
 
 import asyncpg
 
@@ -25,21 +27,38 @@ ALWAYS_PASS = frozenset({EMAILED, MERGED})
 # update of the same instant is still published; any other operation is a live state, rank 0.
 _RANKS = {VOIDED: 1, DELETED: 2}
 
-# One row per record of the batch, in key order so two transactions never lock rows in opposite
-# orders. The WHERE compares (version, rank) pairs; rows it refuses are still locked until the
-# transaction ends, so a concurrent claim on the record waits and then compares with what committed.
-# `replaced_*` hand back the state the move replaced, read under the row lock.
+# What a claim is judged by: (version, operation rank), compared as a pair.
+Mark: TypeAlias = tuple[datetime, int]
+
+# The batch's candidates (each later than every claim before it on its record), one row each; a
+# record's connection and entity come as an index into the batch's distinct (connection, entity)
+# pairs. The insert takes each record's last candidate, its highest, in key order so two
+# transactions never lock rows in opposite orders: byte order (COLLATE "C", no locale comparisons),
+# the order earlier workers sorted keys in. The ON CONFLICT WHERE compares (version, rank) pairs;
+# rows it refuses are still locked until the transaction ends, so a concurrent claim on the record
+# waits and then compares with what committed. `replaced_*` hold the state the move replaced, read
+# under the row lock: a candidate passes if its record moved and it is later than that state. The
+# answer is one array, the ordinals of the candidates that pass.
 _CLAIM = (
+    "WITH claim AS ("
+    " SELECT ($1::uuid[])[pair] AS connection_id, ($2::text[])[pair] AS entity, entity_id, version,"
+    " operation_rank, n"
+    " FROM unnest($3::int4[], $4::text[], $5::timestamptz[], $6::int2[]) WITH ORDINALITY"
+    " AS claim (pair, entity_id, version, operation_rank, n)),"
+    " moved AS ("
     "INSERT INTO record_versions AS stored"
     " (connection_id, entity, entity_id, version, operation_rank, seen_at)"
-    " SELECT claim.connection_id, claim.entity, claim.entity_id, claim.version, claim.operation_rank, now()"
-    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int2[])"
-    " AS claim (connection_id, entity, entity_id, version, operation_rank)"
+    ' SELECT DISTINCT ON (connection_id, entity COLLATE "C", entity_id COLLATE "C")'
+    " connection_id, entity, entity_id, version, operation_rank, now()"
+    ' FROM claim ORDER BY connection_id, entity COLLATE "C", entity_id COLLATE "C", n DESC'
     " ON CONFLICT (connection_id, entity, entity_id) DO UPDATE"
     " SET replaced_version = stored.version, replaced_rank = stored.operation_rank,"
     " version = excluded.version, operation_rank = excluded.operation_rank, seen_at = excluded.seen_at"
     " WHERE (excluded.version, excluded.operation_rank) > (stored.version, stored.operation_rank)"
-    " RETURNING connection_id::text, entity, entity_id, replaced_version, replaced_rank"
+    " RETURNING connection_id, entity, entity_id, replaced_version, replaced_rank)"
+    " SELECT array_agg(claim.n::int4) FROM claim JOIN moved USING (connection_id, entity, entity_id)"
+    " WHERE moved.replaced_version IS NULL"
+    " OR (claim.version, claim.operation_rank) > (moved.replaced_version, moved.replaced_rank)"
 )
 # SKIP LOCKED: several workers may prune at once, and a row being claimed is left for next time.
 _PRUNE = (
@@ -48,12 +67,9 @@ _PRUNE = (
     " ORDER BY seen_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
 )
 
-# (connection id, entity, entity id) and (version, operation rank).
-_Key = tuple[str, str, str]
-_Mark = tuple[datetime, int]
 
-
-@dataclass(frozen=True, slots=True)
+# Not frozen, for speed: the worker builds one per webhook event (see `fanout.changes.ProviderChange`).
+@dataclass(slots=True)
 class RecordVersion:
     """One change's claim to publish a version of a record to a connection."""
 
@@ -70,10 +86,33 @@ class RecordVersion:
         """The claim of one normalized change for one connection."""
         return cls(connection_id, change.entity, change.entity_id, change.operation, change.occurred_at)
 
+    def mark(self) -> Mark | None:
+        """(version, operation rank), what the claim is judged by; None: it always passes and moves
+        nothing (no version, or an `ALWAYS_PASS` operation)."""
+        if self.version is None or self.operation in ALWAYS_PASS:
+            return None
+        return self.version, _RANKS.get(self.operation, 0)
+
 
 def operation_rank(operation: str) -> int:
     """How a state ranks against another of the same version: live 0, voided 1, deleted 2."""
     return _RANKS.get(operation, 0)
+
+
+class LatestMarks:
+    """The rule in memory: per record, the latest mark passed so far, and whether the next passes."""
+
+    def __init__(self) -> None:
+        self._latest: dict[Hashable, Mark] = {}
+
+    def passes(self, record: Hashable, mark: Mark) -> bool:
+        """Whether `mark` is later than the latest passed for `record` (or it has none); if so it
+        becomes the latest."""
+        latest = self._latest.get(record)
+        if latest is not None and not mark > latest:
+            return False
+        self._latest[record] = mark
+        return True
 
 
 async def publishable(connection: asyncpg.Connection, claims: Sequence[RecordVersion | None]) -> list[bool]:
@@ -85,55 +124,65 @@ async def publishable(connection: asyncpg.Connection, claims: Sequence[RecordVer
     Runs one statement in the caller's transaction, which must commit only once the passed events
     are acknowledged by the broker: a rollback leaves every version where it was.
     """
-    keyed: list[tuple[_Key, _Mark] | None] = [_keyed(claim) for claim in claims]
-    highest: dict[_Key, _Mark] = {}
-    for entry in keyed:
-        if entry is not None:
-            key, mark = entry
-            if key not in highest or mark > highest[key]:
-                highest[key] = mark
-    if not highest:
-        return [True] * len(claims)
-    keys = sorted(highest)
-    rows = await connection.fetch(
+    verdicts = [True] * len(claims)
+    batch = _Candidates()
+    for index, claim in enumerate(claims):
+        if claim is not None and not batch.add(index, claim):
+            verdicts[index] = False
+    if not batch.at:
+        return verdicts
+    passing = await connection.fetchval(
         _CLAIM,
-        [key[0] for key in keys],
-        [key[1] for key in keys],
-        [key[2] for key in keys],
-        [highest[key][0] for key in keys],
-        [highest[key][1] for key in keys],
+        [connection_id for connection_id, _ in batch.pairs],
+        [entity for _, entity in batch.pairs],
+        batch.pair_column,
+        batch.entity_ids,
+        batch.versions,
+        batch.ranks,
     )
-    # A record whose row came back moved; what it held before is the mark to beat. One that did not
-    # come back already holds the batch's highest claim or later: every claim on it is dropped.
-    latest: dict[_Key, _Mark | None] = {
-        (row[0], row[1], row[2]): None if row[3] is None else (row[3], row[4]) for row in rows
-    }
-    verdicts: list[bool] = []
-    for entry in keyed:
-        if entry is None:
-            verdicts.append(True)
-            continue
-        key, mark = entry
-        if key not in latest:
-            verdicts.append(False)
-            continue
-        before = latest[key]
-        passes = before is None or mark > before
-        if passes:
-            latest[key] = mark
-        verdicts.append(passes)
+    for index in batch.at:
+        verdicts[index] = False
+    for ordinal in passing or ():
+        verdicts[batch.at[ordinal - 1]] = True
     return verdicts
 
 
-def _keyed(claim: RecordVersion | None) -> tuple[_Key, _Mark] | None:
-    if claim is None or claim.version is None or claim.operation in ALWAYS_PASS:
-        return None
-    key = (_canonical(claim.connection_id), claim.entity, claim.entity_id)
-    return key, (claim.version, operation_rank(claim.operation))
+class _Candidates:
+    """A batch's claims for the statement to judge, gathered as its parameters: those later than
+    every claim before them on their record in the batch (the others are refused in memory)."""
+
+    def __init__(self) -> None:
+        self.at: list[int] = []  # each candidate's place in the batch
+        self.pairs: dict[tuple[str, str], int] = {}  # (canonical connection id, entity) -> 1-based index
+        self._pair_of: dict[tuple[str, str], int] = {}  # the same, by the connection id as spelled
+        self._in_batch = LatestMarks()
+        self.pair_column: list[int] = []
+        self.entity_ids: list[str] = []
+        self.versions: list[datetime] = []
+        self.ranks: list[int] = []
+
+    def add(self, index: int, claim: RecordVersion) -> bool:
+        """Take the claim at `index` of the batch; False if it is refused already."""
+        mark = claim.mark()
+        if mark is None:
+            return True  # passes untouched
+        spelled = (claim.connection_id, claim.entity)
+        pair = self._pair_of.get(spelled)
+        if pair is None:
+            canonical = (_canonical(claim.connection_id), claim.entity)
+            pair = self._pair_of[spelled] = self.pairs.setdefault(canonical, len(self.pairs) + 1)
+        if not self._in_batch.passes((pair, claim.entity_id), mark):
+            return False
+        self.at.append(index)
+        self.pair_column.append(pair)
+        self.entity_ids.append(claim.entity_id)
+        self.versions.append(mark[0])
+        self.ranks.append(mark[1])
+        return True
 
 
 def _canonical(ident: str) -> str:
-    # The text PostgreSQL gives back for the uuid, so returned rows match their claims.
+    # One spelling per uuid, so two spellings of a connection in one batch are one record's claims.
     if len(ident) == 36 and ident == ident.lower():
         return ident
     return str(uuid.UUID(ident))

@@ -91,7 +91,7 @@ class Settings(KafkaSettings):
         3.0, ge=0, description="Seconds connection lookups are reused by the gateway and the worker."
     )
     reconcile_webhooks: bool = Field(
-        False, description="Reconcile webhook events by record version, as polled events always are."
+        True, description="Reconcile webhook events by record version, as polled events always are."
     )
     sage_intacct_jwt_keys: str | None = Field(
         None, description="Public keys for Sage Intacct's Bearer JWT: JWKS JSON, JSON list of PEM, or PEM."

@@ -1,7 +1,8 @@
 """Reconciliation by record version on real PostgreSQL: one event per version whichever path saw it
 first, newer versions passing and older ones not, deletions and voids outranking an update of the
 same instant, webhook-only operations and versionless changes passing, repeats inside a batch,
-concurrent claims serialised, a property over random arrivals, pruning, and the table's size."""
+concurrent claims serialised, properties over random arrivals (one record; many records of several
+connections against the rule in memory, `LatestMarks`), pruning, and the table's size."""
 
 import asyncio
 import uuid
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fanout.changes import NormalizedChange
-from fanout.reconcile import ALWAYS_PASS, RecordVersion, operation_rank, prune, publishable
+from fanout.reconcile import ALWAYS_PASS, LatestMarks, RecordVersion, operation_rank, prune, publishable
 from gateway.runtime.migrate import migrate
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -292,6 +293,115 @@ async def test_published_versions_only_increase_and_every_newest_one_is_publishe
     assert published == sorted(set(published))  # strictly increasing
     found = await stored(pool, claims[0])
     assert found == newest
+
+
+# Claims over a few records of a few connections (one of them also spelled in upper case), with
+# versions from a small range so equal versions are common, and some without a version.
+CONNECTIONS = ["0193a6f2-7c1e-7d4b-8a5f-2b9c4d6e8f01", "0193a6f2-7c1e-7d4b-8a5f-2b9c4d6e8f02"]
+SPELLINGS = [*CONNECTIONS, CONNECTIONS[0].upper()]
+many_claims = st.lists(
+    st.one_of(
+        st.none(),
+        st.builds(
+            RecordVersion,
+            connection_id=st.sampled_from(SPELLINGS),
+            entity=st.sampled_from(["invoice", "contact"]),
+            entity_id=st.sampled_from(["1", "2"]),
+            operation=st.sampled_from(WEBHOOK_OPERATIONS),
+            version=st.one_of(st.none(), st.integers(0, 4).map(lambda s: T0 + s * SECOND)),
+        ),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=many_claims, cuts=st.lists(st.integers(1, 12), min_size=1, max_size=8))
+async def test_batches_of_many_records_decide_as_the_rule_in_memory(
+    pool: asyncpg.Pool, claims: list[RecordVersion | None], cuts: list[int]
+) -> None:
+    """Whatever the batching, each claim's verdict is the rule applied one claim at a time
+    (`LatestMarks`), per record and connection however the connection id is spelled, and the
+    stored version of each record is the latest that passed."""
+    namespace = uuid.uuid4().hex  # records of this example's own
+    claims = [
+        None
+        if c is None
+        else RecordVersion(c.connection_id, c.entity, namespace + c.entity_id, c.operation, c.version)
+        for c in claims
+    ]
+    verdicts: list[bool] = []
+    start = 0
+    for size in cuts * (len(claims) + 1):
+        if start >= len(claims):
+            break
+        verdicts += await claim_batch(pool, claims[start : start + size])
+        start += size
+
+    model = LatestMarks()
+    latest: dict[tuple[str, str, str], tuple[datetime, int]] = {}
+    for record, passed in zip(claims, verdicts, strict=True):
+        mark = None if record is None else record.mark()
+        if record is None or mark is None:
+            assert passed
+            continue
+        key = (record.connection_id.lower(), record.entity, record.entity_id)
+        assert passed == model.passes(key, mark)
+        if passed:
+            latest[key] = mark
+    for (connection_id, entity, entity_id), mark in latest.items():
+        assert (
+            await stored(pool, claim(connection_id=connection_id, entity=entity, entity_id=entity_id)) == mark
+        )
+
+
+async def test_two_spellings_of_a_connection_in_one_batch_are_one_record(pool: asyncpg.Pool) -> None:
+    lower = str(uuid.uuid4())
+    upper = lower.upper()
+    batch = [
+        claim("updated", T0 + SECOND, connection_id=lower),
+        claim("updated", T0, connection_id=upper),  # older than the claim before it
+        claim("updated", T0 + SECOND, connection_id=upper),  # the same version
+        claim("deleted", T0 + SECOND, connection_id=upper),
+    ]
+    assert await claim_batch(pool, batch) == [True, False, False, True]
+    assert await stored(pool, claim(connection_id=lower)) == (T0 + SECOND, 2)
+
+
+async def test_a_batch_spanning_many_connections_and_entities(pool: asyncpg.Pool) -> None:
+    """Each record's claims are judged against that record only, whatever shares the batch."""
+    connections = [str(uuid.uuid4()) for _ in range(30)]
+    entities = ["invoice", "contact", "payment"]
+    first = [claim("updated", T0 + SECOND, connection_id=c, entity=e) for c in connections for e in entities]
+    assert await claim_batch(pool, first) == [True] * len(first)
+    # Each record: an older version (dropped), the same (dropped), a newer one (passes).
+    second = [
+        claim("updated", T0 + seconds * SECOND, connection_id=c, entity=e)
+        for c in reversed(connections)
+        for e in entities
+        for seconds in (0, 1, 2)
+    ]
+    assert await claim_batch(pool, second) == [False, False, True] * len(first)
+    assert await stored(pool, claim(connection_id=connections[7], entity="payment")) == (T0 + 2 * SECOND, 0)
+
+
+def test_a_claims_mark_is_its_version_and_rank() -> None:
+    assert claim("updated", T0).mark() == (T0, 0)
+    assert claim("voided", T0).mark() == (T0, 1)
+    assert claim("deleted", T0).mark() == (T0, 2)
+    assert claim("updated", None).mark() is None
+    assert [claim(operation).mark() for operation in sorted(ALWAYS_PASS)] == [None] * len(ALWAYS_PASS)
+
+
+def test_latest_marks_passes_only_what_is_later_per_record() -> None:
+    latest = LatestMarks()
+    assert latest.passes("a", (T0, 0))
+    assert not latest.passes("a", (T0, 0))  # the same mark
+    assert latest.passes("a", (T0, 2))  # a deletion of that instant
+    assert not latest.passes("a", (T0, 1))  # a void after it
+    assert latest.passes("a", (T0 + SECOND, 0))  # a newer version
+    assert not latest.passes("a", (T0, 2))
+    assert latest.passes("b", (T0 - SECOND, 0))  # another record
 
 
 async def test_pruning_forgets_old_versions_in_batches(pool: asyncpg.Pool) -> None:

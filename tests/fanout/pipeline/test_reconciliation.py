@@ -1,9 +1,11 @@
 """Reconciliation by record version in the publishing transaction: webhooks through the gateway and
-the worker (an older version after a newer one, an update at the version of a published creation,
-per-connection versions, webhook-only operations, versionless changes), and `publish_once` itself
-(superseded against duplicate, nothing of a refused change marked seen, concurrent batches)."""
+the worker, reconciled by default (an older version after a newer one, an update at the version of a
+published creation, per-connection versions, webhook-only operations, versionless changes; and
+`LEDGERHOOK_RECONCILE_WEBHOOKS=false`), and `publish_once` itself (superseded against duplicate,
+nothing of a refused change marked seen, concurrent batches)."""
 
 import asyncio
+import dataclasses
 import random
 import uuid
 from collections.abc import Sequence
@@ -15,8 +17,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fanout.dedupe import Outgoing, publish_once
+from fanout.pipeline import WorkerConfig
 from fanout.reconcile import RecordVersion
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 from provider_auth.accounts.store import Connection, ConnectionStore
 from provider_auth.providers import Provider
 from tests.fanout.pipeline.pipeline_support import (
@@ -42,13 +45,17 @@ Entity = tuple[str, str, str, datetime | None]
 @pytest.fixture
 def settings(settings_factory: Any) -> Settings:
     """As the package's fixture, and every connection lookup fresh: a connection created mid-test
-    receives the next delivery."""
+    receives the next delivery. Webhook reconciliation is left at its default, on."""
     return settings_factory(  # type: ignore[no-any-return]
         worker_group_id=f"fanout-{uuid.uuid4().hex[:8]}",
         worker_session_timeout_ms=1000,
         connection_cache_seconds=0,
-        reconcile_webhooks=True,
     )
+
+
+def test_webhooks_are_reconciled_by_default() -> None:
+    assert load_settings(database_url="postgresql://x", kafka_bootstrap_servers="k:9092").reconcile_webhooks
+    assert WorkerConfig("raw", "changes", "quarantine", "group").reconcile_webhooks
 
 
 def account() -> str:
@@ -213,6 +220,30 @@ async def test_a_change_without_a_version_passes(stack: PipelineStack, store: Co
     assert dropped(registry) == (1, 0)
 
 
+async def test_with_reconciliation_off_webhook_events_are_judged_by_their_ids_only(
+    stack: PipelineStack, store: ConnectionStore
+) -> None:
+    """`LEDGERHOOK_RECONCILE_WEBHOOKS=false`: a webhook event records no version, so changes at a
+    published version (or older) under other ids are published, and a poll would repeat them."""
+    off = dataclasses.replace(stack, settings=stack.settings.model_copy(update={"reconcile_webhooks": False}))
+    realm = account()
+    connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
+    async with worker_running(off) as registry:
+        await deliver(off, realm, ("Invoice", "5", "Create", T2))
+        await deliver(off, realm, ("Invoice", "5", "Update", T2), ("Invoice", "5", "Update", T1))
+        await deliver(off, realm, ("Invoice", "5", "Create", T2))  # the same id again: dedupe drops it
+        assert dropped(registry) == (0, 1)
+    assert published(await read_events(off.settings), connection) == [
+        ("accounting.invoice.created", "invoice/5", stamp(T2)),
+        ("accounting.invoice.updated", "invoice/5", stamp(T2)),
+        ("accounting.invoice.updated", "invoice/5", stamp(T1)),
+    ]
+    stored = await stack.infra.pool.fetchval(
+        "SELECT count(*) FROM record_versions WHERE connection_id = $1::uuid", connection.id
+    )
+    assert stored == 0
+
+
 def change_record(
     stack: PipelineStack, connection_id: str, entity_id: str, operation: str, version: datetime
 ) -> Outgoing:
@@ -291,8 +322,8 @@ async def test_concurrent_batches_claiming_the_same_records(stack: PipelineStack
         entity_id, version = record.version.entity_id, record.version.version
         latest[entity_id] = max(version, latest.get(entity_id, version))
     on_topic: dict[str, list[str]] = {}
-    for record in sorted(await read_events(stack.settings), key=lambda r: r.offset):
-        entity_id, _, version_text = record.value.decode().split("|")
+    for received in sorted(await read_events(stack.settings), key=lambda r: r.offset):
+        entity_id, _, version_text = received.value.decode().split("|")
         on_topic.setdefault(entity_id, []).append(version_text)
     assert set(on_topic) == set(latest)
     for entity_id, seen_versions in on_topic.items():
