@@ -4,7 +4,7 @@ Each module is pure (requests built from a watermark, pages parsed from bytes); 
 `fanout.polling.poller` drives any of them the same way. See docs/architecture.md, "Polling state".
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -12,7 +12,7 @@ from fanout.polling import freshbooks, netsuite, quickbooks, sage_intacct, xero,
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from provider_auth.providers import Provider
 
-__all__ = ["ADAPTERS", "MAX_LOOKBACK", "WEBHOOK_PROVIDERS", "PollingModule", "oldest_served"]
+__all__ = ["ADAPTERS", "CLAMPS", "MAX_LOOKBACK", "WEBHOOK_PROVIDERS", "PollingModule", "oldest_served"]
 
 
 class PollingModule(Protocol):
@@ -50,6 +50,12 @@ ADAPTERS: Mapping[Provider, PollingModule] = {
 
 # The oldest change a provider's change API still answers for, where it has such a bound.
 MAX_LOOKBACK: Mapping[Provider, timedelta] = {Provider.QUICKBOOKS: quickbooks.MAX_LOOKBACK}
+
+
+# Moves a request planned earlier up to the oldest point the provider serves now; returns the
+# request and the start it had, when it had to move (providers with a MAX_LOOKBACK only).
+Clamp = Callable[[PageRequest, datetime], tuple[PageRequest, datetime | None]]
+CLAMPS: Mapping[Provider, Clamp] = {Provider.QUICKBOOKS: quickbooks.no_older_than}
 
 
 def oldest_served(provider: Provider, now: datetime) -> datetime | None:

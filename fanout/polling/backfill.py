@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from fanout.account_events import HistoryGap
-from fanout.polling.adapters import ADAPTERS, oldest_served
+from fanout.polling.adapters import ADAPTERS, CLAMPS, oldest_served
 from fanout.polling.backfills import (
     BackfillJob,
     BackfillJobs,
@@ -104,7 +104,7 @@ class BackfillRunner:
         if pending is None:
             pending = await self._plan(lease, connection, target)
         while pending:
-            request = pending[0]
+            request = await self._served(lease, connection, pending[0])
             body = await self._fetcher.fetch(job.provider, connection.id, target, request, kind="backfill")
             page = await self._output.parse(job.provider, module, target, request, body)
             published = await self._output.changes(
@@ -132,23 +132,44 @@ class BackfillRunner:
         since = job.since
         floor = oldest_served(job.provider, now)
         if floor is not None and since < floor:
-            gap = HistoryGap(
-                tenant_id=connection.tenant_id,
-                connection_id=connection.id,
-                provider=job.provider,
-                provider_account_id=job.account,
-                entities=job.entities,
-                lost_from=since,
-                lost_until=floor,
-                origin="backfill",
-                occurred_at=now,
-                job_id=job.id,
-            )
-            await self._output.history_gaps([gap])
+            await self._output.history_gaps([self._gap(job, connection, since, floor)])
             since = floor
         requests = ADAPTERS[job.provider].first_requests(target, since, job.entities)
         await self._jobs.plan(lease, requests)
         return requests
+
+    async def _served(
+        self, lease: BackfillLease, connection: Connection, request: PageRequest
+    ) -> PageRequest:
+        """`request` moved up to the oldest point the provider serves now, when it was planned at that
+        edge and the job waited since (a 429, a handover, a paused connection); the window it skips
+        is announced as a history gap."""
+        job = lease.job
+        clamp = CLAMPS.get(job.provider)
+        floor = oldest_served(job.provider, datetime.now(UTC))
+        if clamp is None or floor is None:
+            return request
+        served, skipped_from = clamp(request, floor)
+        if skipped_from is not None:
+            await self._output.history_gaps([self._gap(job, connection, skipped_from, floor)])
+        return served
+
+    def _gap(
+        self, job: BackfillJob, connection: Connection, lost_from: datetime, lost_until: datetime
+    ) -> HistoryGap:
+        """The history gap of `job` from `lost_from` to `lost_until`."""
+        return HistoryGap(
+            tenant_id=connection.tenant_id,
+            connection_id=connection.id,
+            provider=job.provider,
+            provider_account_id=job.account,
+            entities=job.entities,
+            lost_from=lost_from,
+            lost_until=lost_until,
+            origin="backfill",
+            occurred_at=datetime.now(UTC),
+            job_id=job.id,
+        )
 
     async def _stop(self, lease: BackfillLease, reason: str, retry_in: float) -> None:
         """Let the job wait `retry_in` seconds, saying why (logged once, never a token or a body)."""

@@ -7,6 +7,7 @@ and what it cannot return: docs/providers.md, QuickBooks Online.
 """
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -115,6 +116,19 @@ def next_requests(target: PollTarget, request: PageRequest, page: PolledPage) ->
     for change in page.changes:
         by_entity.setdefault(change.entity, []).append(change)
     return [_cdc(target, _resume_point(by_entity[entity], since), [entity]) for entity in entities]
+
+
+def no_older_than(request: PageRequest, floor: datetime) -> tuple[PageRequest, datetime | None]:
+    """`request` starting no earlier than `floor`, and the start it had when that was earlier
+    (CDC refuses a `changedSince` older than 30 days: a request planned at that edge and sent later
+    would be refused; docs/providers.md, QuickBooks Online)."""
+    _, since = _asked(request)
+    if since >= _whole_seconds(floor):
+        return request, None
+    params = tuple(
+        (name, _changed_since(floor) if name == "changedSince" else value) for name, value in request.params
+    )
+    return replace(request, params=params), since
 
 
 def _cdc(target: PollTarget, since: datetime, entities: Sequence[str]) -> PageRequest:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fanout.polling import xero
+from fanout.polling import quickbooks, xero
 from fanout.polling.backfills import (
     BackfillJob,
     BackfillJobs,
@@ -23,7 +23,7 @@ from fanout.polling.backfills import (
     requests_to_json,
     resolve_entities,
 )
-from fanout.polling.pages import PageRequest
+from fanout.polling.pages import PageRequest, PollTarget
 from fanout.polling.state import PollState
 from provider_auth.accounts.store import ConnectionStatus
 from provider_auth.providers import Provider
@@ -192,6 +192,30 @@ async def test_a_backfill_past_what_quickbooks_serves_publishes_one_history_gap(
     assert datetime.fromisoformat(gap["lost_from"]) == since
     assert timedelta(days=29) < datetime.now(UTC) - lost_until < timedelta(days=30)
     assert len(polled(await read_events(stack.settings))) == 2  # what it still serves was read
+
+
+async def test_a_quickbooks_page_planned_at_the_edge_and_sent_later_is_moved_up_with_a_gap(
+    stack: TokenStack,
+) -> None:
+    realm = str(uuid.uuid4().int)[:16]
+    stack.emu.book(QB, realm).create_many("Invoice", 3, spacing=DAY)
+    connection_id, _, _ = await stack.connect(QB, account=realm)
+    jobs = BackfillJobs(stack.pool)
+    job = await jobs.create(await connection(stack, connection_id), datetime.now(UTC) - timedelta(days=5))
+    # As if planned at CDC's 30-day edge and resumed after a long wait (a handover, a 429).
+    stale = datetime.now(UTC) - timedelta(days=30, minutes=5)
+    (planned,) = quickbooks.first_requests(PollTarget(realm), stale, ["Invoice"])
+    await stack.pool.execute(
+        "UPDATE poll_backfills SET pending = $2::jsonb WHERE id = $1", job.id, requests_to_json([planned])
+    )
+    async with polling(stack):
+        await eventually(job_is(stack, job.id, BackfillState.DONE, BackfillState.FAILED))
+    done = await the_job(stack, job.id)
+    assert (done.state, done.last_error) == (BackfillState.DONE, None)
+    gaps = await account_events(stack, "integrated_account:history_gap")
+    assert [(g["origin"], g["connection_id"]) for g in gaps] == [("backfill", connection_id)]
+    assert datetime.fromisoformat(gaps[0]["lost_from"]) == stale.replace(microsecond=0)
+    assert len(polled(await read_events(stack.settings))) == 3
 
 
 async def test_a_watermark_older_than_quickbooks_serves_gives_one_history_gap_per_connection(

@@ -545,3 +545,14 @@ def test_generated_answers_come_out_as_they_went_in(generated: tuple[PageRequest
         # Never past the last deletion once one came back (the live records all came before it),
         # else never past the last update.
         assert SINCE <= resumed <= max([SINCE, *(deleted or updated)])
+
+
+def test_a_request_planned_at_the_30_day_edge_is_moved_up_to_what_cdc_serves_later() -> None:
+    since = datetime(2026, 11, 1, 12, 0, 0, 500000, tzinfo=UTC)
+    (request,) = quickbooks.first_requests(PollTarget("123"), since, ["Invoice", "Bill"])
+    assert quickbooks.no_older_than(request, since - timedelta(seconds=5)) == (request, None)
+    assert quickbooks.no_older_than(request, since) == (request, None)  # whole seconds: the same
+    moved, was = quickbooks.no_older_than(request, since + timedelta(minutes=2))
+    assert was == since.replace(microsecond=0)
+    assert dict(moved.params) == {"entities": "Invoice,Bill", "changedSince": "2026-11-01T12:02:00+00:00"}
+    assert (moved.method, moved.path, moved.headers) == (request.method, request.path, request.headers)
