@@ -16,11 +16,15 @@ each) and runs one `ledgerhook worker` process polling them every `--interval` s
    the polling modules from the same watermarks) with the same concurrency and does nothing with
    them; then a fresh worker polls every account once and turns the same pages into events. Pages
    per second of each, same run, same emulator.
-3. **backfill share**: a 30-day backfill queued for every account; a placeholder that is skipped
-   with a note (`backfill_phase`).
+3. **backfill share**: a few accounts (`--backfill-accounts`; every other account's polling off)
+   get books holding 29 days of history and a 30-day backfill each (`POST .../backfill`), at per-minute
+   limits the worker can fill (Xero's documented 60, QuickBooks lowered: see `backfill_phase`), while
+   their sweeps go on and records change. Over `--backfill-duration` seconds: requests granted
+   against what the limits allowed, 429s, and the sweeps' freshness meanwhile.
 
-Prints the tables and one summary line. Run: `python bench/poll.py` (full size, about 10 minutes),
-`python bench/poll.py --quick` (100 accounts, 20 s interval, about 2 minutes); bench/README.md.
+Prints the tables and one summary line. Run: `python bench/poll.py` (full size, about 18 minutes),
+`python bench/poll.py --quick` (100 accounts, 20 s interval, about 8 minutes), the backfill phase
+alone with `--phases backfill` (about 7 minutes); bench/README.md.
 """
 
 import argparse
@@ -33,6 +37,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -60,7 +65,9 @@ from bench.poll_workload import (  # noqa: E402
     ChangeMaker,
     EventLog,
     account_ids,
+    add_history,
     control,
+    history_gaps,
     most_in_window,
     read_changes,
     register,
@@ -69,6 +76,7 @@ from fanout.polling import quickbooks, xero  # noqa: E402
 from fanout.polling.adapters import ADAPTERS, MAX_LOOKBACK  # noqa: E402
 from fanout.polling.pages import PageRequest, PollTarget  # noqa: E402
 from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
+from gateway.dev.emulator.books import default_limits  # noqa: E402
 from gateway.runtime.kafka import make_producer  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
 from provider_auth.providers import Provider  # noqa: E402
@@ -82,6 +90,7 @@ FRESHNESS_SLACK = 5.0  # target: p99 <= interval + this
 RATIO_TARGET = 1.1
 COST_TARGET = 0.5
 BACKFILL_SHARE_TARGET = 0.9
+PHASES = ("steady", "cost", "backfill")  # `--phases`, in the order they run
 OVERDUE_SECONDS = 5.0  # an account due longer ago than this, and not being polled, is overdue
 STRAGGLER_SECONDS = 30.0  # after the window, changes get two intervals and this long to be seen
 BENCH_APPLICATION = "ledgerhook-bench"  # the benchmark's own PostgreSQL sessions, left out of samples
@@ -762,57 +771,355 @@ async def cost_phase(stack: Stack, http: aiohttp.ClientSession, pool: asyncpg.Po
 
 
 # ---------------------------------------------------------------------------------------------
-# Phase 3: the backfill share (to be written once backfills exist)
+# Phase 3: the backfill share
+
+# The most records one request reads: a CDC answer, a Xero page.
+RECORDS_PER_REQUEST = {QB: quickbooks.PAGE_SIZE, XERO: xero.PAGE_SIZE}
+# The books' history spans a little less than the 30 days CDC serves, so every record is still
+# served when a job reaches it (the jobs ask for `--backfill-days`, 30: a realm's at CDC's edge).
+HISTORY_SPAN = timedelta(days=29)
+# Minutes of work each book holds beyond the measured window: the jobs' start and the stragglers.
+HISTORY_MARGIN_MINUTES = 2.0
+SYNC_EVERY = 5.0  # seconds between two readings of every backfilled connection's sync status
+BACKFILL_WARMUP = 120.0  # the longest wait for every job's first page
+# The window begins a minute after every job read its first page: a job's first minute is a burst (the
+# budget is empty), its later minutes follow the expiry of their grants.
+BACKFILL_SETTLE = 60.0
+BUDGET_WAIT = 60.0  # stragglers also get a minute: a sweep may wait that long for its budget
+# The cost phase's bare loop sent requests without a permit: they stay in the emulator's minute
+# windows, unknown to the budgets, for a minute (then a second to spare).
+UNBUDGETED_SECONDS = 61.0
 
 
-async def backfill_phase(stack: Stack, http: aiohttp.ClientSession) -> str:
-    """TO FILL IN: the share of the rate budget a 30-day backfill of every account uses (target
-    >= 0.9), once backfills are in (issue 9, requirement 7).
+@dataclass
+class Backfill:
+    """What the backfill phase measured."""
 
-    The plan: 30 days of records in each book (`create_many(..., spacing=...)`), then
-    `POST /admin/v1/connections/{id}/backfill {"since": <30 days ago>}` for every connection and one
-    worker at the documented limits; over a few minutes, the requests the emulator served per
-    account against what its budgets allow in that time (QuickBooks 500/min per realm, Xero
-    60/min per organisation and 10,000/min per app), the regular polls' requests counted apart.
-    Mind the scale: 1,000 realms allow 500,000 requests a minute, far more than one worker sends
-    (about 10,000 a minute here), so at full size the figure would measure the worker, not the
-    budgets; the share is only telling on accounts the worker can saturate (a few realms, or the
-    Xero app limit).
+    accounts: list[Account]
+    limits: dict[Provider, int]
+    records: dict[Provider, int]  # history records per book
+    interval: int
+    rate: float  # changes a second in the backfilled books
+    days: int  # how far back each job reads
+    setup_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    window: tuple[float, float] = (0.0, 0.0)  # wall clock
+    requests: Requests = field(default_factory=lambda: Requests({}, {}))  # emulator, the window
+    phase_requests: Requests = field(default_factory=lambda: Requests({}, {}))  # emulator, the phase
+    metrics: tuple[Samples | None, Samples | None] = (None, None)  # the worker's, the window
+    # connection -> its job's progress (`GET .../sync`) when the window began and when it ended
+    progress: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+    use: dict[str, list[float]] = field(default_factory=dict)  # connection -> minute budget used / limit
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # connection -> its job at the end
+    changes: int = 0
+    change_failures: int = 0
+    freshness: dict[Provider, list[float]] = field(default_factory=lambda: {QB: [], XERO: []})
+    missing: int = 0
+    first_by: dict[str, int] = field(default_factory=dict)  # origin of the event that showed a change
+    gaps: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
 
-    Until then this probes the endpoint on one connection (with an empty body, so nothing is
-    queued) and returns why the phase was skipped.
-    """
+    @property
+    def seconds(self) -> float:
+        """The window's length."""
+        return self.window[1] - self.window[0]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """The jobs that failed, by connection: why."""
+        return {c: str(job.get("last_error")) for c, job in self.jobs.items() if job.get("state") == "failed"}
+
+    def of(self, provider: Provider) -> list[Account]:
+        """The backfilled accounts of one provider."""
+        return [a for a in self.accounts if a.provider is provider]
+
+    def granted(self, provider: Provider) -> int:
+        """Requests the emulator served (not 429) over the window."""
+        return self.requests.made.get(provider, 0) - self.requests.throttled.get(provider, 0)
+
+    def budget(self, provider: Provider) -> float:
+        """Requests the per-minute limits allowed the provider's accounts over the window."""
+        return len(self.of(provider)) * self.limits[provider] * self.seconds / 60.0
+
+    def job_delta(self, provider: Provider, key: str) -> int:
+        """How much a progress count (`pages_done`, `records_read`, `events_published`) of the
+        provider's jobs grew over the window."""
+        grew = 0
+        for account in self.of(provider):
+            before, after = self.progress.get(account.connection_id, ({}, {}))
+            grew += int(after.get(key, 0)) - int(before.get(key, 0))
+        return grew
+
+    def account_share(self, account: Account) -> float:
+        """The account's minute budget in use, per its sync status, on average over the window."""
+        samples = self.use.get(account.connection_id, [])
+        return sum(samples) / len(samples) if samples else math.nan
+
+
+def history_records(provider: Provider, limit: int, seconds: float) -> int:
+    """Records a book needs for its backfill to use `limit` requests a minute for `seconds`, and the
+    margin: full answers throughout (1,000 changes a CDC answer, 100 a Xero page)."""
+    minutes = (BACKFILL_SETTLE + seconds) / 60.0 + HISTORY_MARGIN_MINUTES
+    return math.ceil(limit * minutes) * RECORDS_PER_REQUEST[provider]
+
+
+async def admin_call(
+    http: aiohttp.ClientSession, base: str, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """One admin API call with the benchmark's token: its status and JSON answer."""
+    async with http.request(
+        method,
+        f"{base}/admin/v1{path}",
+        data=None if body is None else orjson.dumps(body),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    ) as response:
+        text = await response.read()
+        return response.status, orjson.loads(text) if text else None
+
+
+async def start_gateway(
+    stack: Stack, http: aiohttp.ClientSession, extra_env: dict[str, str]
+) -> tuple[Child, str]:
+    """`ledgerhook serve` for the admin API, once it is ready; returns it and its base URL."""
     port = free_port()
-    gateway = stack.start("gateway", ["-m", "gateway.cli", "serve"], {"LEDGERHOOK_PORT": str(port)})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:
-            gateway.check()
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        break
-            await asyncio.sleep(0.2)
-        # No `since`: an API that has backfills refuses the body (422) without queueing anything.
-        connection = stack.accounts[0].connection_id
-        async with http.post(
-            f"{url}/admin/v1/connections/{connection}/backfill",
-            json={},
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        ) as response:
-            status = response.status
-    finally:
-        gateway.stop()
-    if status == 404:
-        return (
-            f"skipped: POST /admin/v1/connections/{{id}}/backfill answered 404 (no backfill yet); "
-            f"target share >= {BACKFILL_SHARE_TARGET}"
-        )
-    return (
-        f"skipped: POST /admin/v1/connections/{{id}}/backfill exists (an empty body answered {status}), "
-        "but this phase is not written yet (bench/poll.py, backfill_phase)"
+    gateway = stack.start(
+        "gateway", ["-m", "gateway.cli", "serve"], {"LEDGERHOOK_PORT": str(port)} | extra_env
     )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        gateway.check()
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{url}/readyz") as response:
+                if response.status == 200:
+                    return gateway, url
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the gateway was not ready within 60s")
+
+
+async def sync_statuses(
+    http: aiohttp.ClientSession, base: str, accounts: Sequence[Account]
+) -> dict[str, Any]:
+    """`GET .../sync` of every account's connection, by connection id."""
+
+    async def one(account: Account) -> tuple[str, Any]:
+        status, body = await admin_call(http, base, "GET", f"/connections/{account.connection_id}/sync")
+        if status != 200:
+            raise RuntimeError(f"GET .../sync answered {status}: {body}")
+        return account.connection_id, body
+
+    return dict(await asyncio.gather(*(one(a) for a in accounts)))
+
+
+def job_progress(status: dict[str, Any]) -> dict[str, Any]:
+    """The progress of the connection's latest backfill (empty without one)."""
+    job = status.get("backfill") or {}
+    progress: dict[str, Any] = job.get("progress") or {}
+    return progress
+
+
+def minute_share(status: dict[str, Any]) -> float:
+    """The account's minute budget in use (requests in the window ending now) over its limit."""
+    minute = status["requests"]["minute"]
+    return float(minute["used"]) / float(minute["limit"])
+
+
+async def polling_off(http: aiohttp.ClientSession, base: str, accounts: Sequence[Account]) -> None:
+    """`PATCH {"polling": {"mode": "off"}}` for each account's connection: the phase's worker polls
+    the backfilled accounts only."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(account: Account) -> None:
+        async with gate:
+            path = f"/connections/{account.connection_id}"
+            status, body = await admin_call(http, base, "PATCH", path, {"polling": {"mode": "off"}})
+            if status != 200:
+                raise RuntimeError(f"PATCH {path} answered {status}: {body}")
+
+    await asyncio.gather(*(one(a) for a in accounts))
+
+
+def backfill_accounts(stack: Stack) -> list[Account]:
+    """The phase's accounts: the first `--backfill-accounts` of the run's, half of each provider."""
+    count = stack.args.backfill_accounts
+    wanted = {QB: count - count // 2, XERO: count // 2}
+    chosen = []
+    for account in stack.accounts:
+        if wanted[account.provider] > 0:
+            wanted[account.provider] -= 1
+            chosen.append(account)
+    return chosen
+
+
+async def backfill_phase(stack: Stack, http: aiohttp.ClientSession) -> Backfill:
+    """A 30-day backfill of every account of the phase while their sweeps go on; the share of the
+    per-minute budgets their requests use, and the sweeps' freshness meanwhile.
+
+    The budget has to bind, not the worker: a CDC answer carries up to 1,000 changes and a Xero page
+    100, so a backfill publishes 1,000 or 100 events per request it is granted. At QuickBooks's 500
+    a minute a realm's backfill would be half a million events a minute: one worker would bind long
+    before the budget. So the phase backfills a few accounts (`--backfill-accounts`) with Xero at its
+    documented 60 a minute and QuickBooks lowered (`--backfill-quickbooks-limit`, 6 a minute by
+    default: as many changes a minute as a Xero organisation's backfill), at the emulator and in the
+    worker alike, every other account's polling turned off. Each book holds enough history (full
+    answers only) to keep its job busy for the window and a margin.
+    """
+    args = stack.args
+    accounts = backfill_accounts(stack)
+    chosen = {a.connection_id for a in accounts}
+    limits = {QB: args.backfill_quickbooks_limit, XERO: args.backfill_xero_limit}
+    result = Backfill(
+        accounts,
+        limits,
+        {p: history_records(p, limits[p], args.backfill_duration) for p in (QB, XERO)},
+        args.interval,
+        args.backfill_rate,
+        args.backfill_days,
+    )
+    print(
+        f"backfill share: {len(result.of(QB))} QuickBooks realms at {limits[QB]}/min and "
+        f"{len(result.of(XERO))} Xero organisations at {limits[XERO]}/min; filling their books ..."
+    )
+    started = time.monotonic()
+    # The emulator's limits: the documented ones (the cost phase lifted them), but the per-minute.
+    documented = {p: default_limits(p) for p in (QB, XERO)}
+    stack.tell_emulator(
+        {
+            "limits": {
+                p.value: {
+                    "per_minute": limits[p],
+                    "concurrent": documented[p].concurrent,
+                    "per_day": documented[p].per_day,
+                    "app_per_minute": documented[p].app_per_minute,
+                }
+                for p in (QB, XERO)
+            }
+        }
+    )
+    span = HISTORY_SPAN.total_seconds()
+    gate = asyncio.Semaphore(2)
+
+    async def fill(account: Account) -> None:
+        async with gate:
+            await add_history(http, stack.emulator_url, account, result.records[account.provider], span)
+
+    await asyncio.gather(*(fill(a) for a in accounts))
+    limit_env = {
+        "LEDGERHOOK_QUICKBOOKS_REQUESTS_PER_MINUTE": str(limits[QB]),
+        "LEDGERHOOK_XERO_REQUESTS_PER_MINUTE": str(limits[XERO]),
+    }
+    log = EventLog()
+    ready, stop_reading, stop_changing = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    reader = asyncio.create_task(read_changes(stack.settings, log, ready, stop_reading, READER_FETCH_WAIT_MS))
+    making: asyncio.Task[None] | None = None
+    gateway: Child | None = None
+    worker: Child | None = None
+    try:
+        gateway, base = await start_gateway(stack, http, limit_env)
+        others = [a for a in stack.accounts if a.connection_id not in chosen]
+        await polling_off(http, base, others)
+        since = (datetime.now(UTC) - timedelta(days=args.backfill_days)).isoformat()
+        for account in accounts:
+            path = f"/connections/{account.connection_id}/backfill"
+            status, body = await admin_call(http, base, "POST", path, {"since": since})
+            if status != 202:
+                raise RuntimeError(f"POST {path} answered {status}: {body}")
+        result.setup_seconds = time.monotonic() - started
+        print(
+            f"  {sum(result.records[a.provider] for a in accounts):,} records over {HISTORY_SPAN.days} days "
+            f"in {len(accounts)} books, other accounts' polling off, {len(accounts)} backfills queued "
+            f"({result.setup_seconds:.0f}s)"
+        )
+        await ready.wait()
+        if "cost" in args.phases:
+            print("  a minute for the bare loop's requests to leave the emulator's windows ...")
+            await asyncio.sleep(max(0.0, started + UNBUDGETED_SECONDS - time.monotonic()))
+        await asyncio.to_thread(wait_for_quiet, args.wait_quiet)
+        phase_before = await emulator_requests(http, stack.emulator_url)
+        port = free_port()
+        worker = stack.start(
+            "backfill worker",
+            ["-m", "gateway.cli", "worker"],
+            worker_env(port, args.interval, args.concurrency) | limit_env,
+        )
+        started = time.monotonic()
+        maker = ChangeMaker(
+            http,
+            stack.emulator_url,
+            accounts,
+            args.backfill_rate,
+            2.0 * args.interval,
+            random.Random(args.seed),
+        )
+        making = asyncio.create_task(maker.run(stop_changing))
+        print("  the worker started; waiting for every job's first page ...")
+        deadline = started + BACKFILL_WARMUP
+        while True:
+            worker.check()
+            statuses = await sync_statuses(http, base, accounts)
+            if all(job_progress(s).get("pages_done", 0) > 0 for s in statuses.values()):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every backfill read a page within {BACKFILL_WARMUP:.0f}s")
+            await asyncio.sleep(1.0)
+        result.warmup_seconds = time.monotonic() - started
+        print(
+            f"  every job reading ({result.warmup_seconds:.1f}s); a minute to settle, then measuring "
+            f"{args.backfill_duration:.0f}s ..."
+        )
+        settled = time.monotonic() + BACKFILL_SETTLE
+        while time.monotonic() < settled:
+            worker.check()
+            await asyncio.sleep(min(1.0, max(0.0, settled - time.monotonic())))
+
+        cpu = CpuWatch(stack.roles | {"worker": only(worker.pid), "gateway": only(gateway.pid)})
+        before_requests = await emulator_requests(http, stack.emulator_url)
+        before_metrics = await asyncio.to_thread(scrape, port)
+        before_cpu = cpu.snapshot()
+        first = await sync_statuses(http, base, accounts)
+        t0 = time.time()
+        end = time.monotonic() + args.backfill_duration
+        while time.monotonic() < end:
+            worker.check()
+            await asyncio.sleep(min(SYNC_EVERY, max(0.0, end - time.monotonic())))
+            for connection, status in (await sync_statuses(http, base, accounts)).items():
+                result.use.setdefault(connection, []).append(minute_share(status))
+        t1 = time.time()
+        result.cpu = CpuWatch.cores(before_cpu, cpu.snapshot())
+        result.metrics = (before_metrics, await asyncio.to_thread(scrape, port))
+        result.requests = (await emulator_requests(http, stack.emulator_url)).since(before_requests)
+        result.window = (t0, t1)
+        last = await sync_statuses(http, base, accounts)
+        result.progress = {c: (job_progress(first[c]), job_progress(last[c])) for c in last}
+        result.jobs = {c: s.get("backfill") or {} for c, s in last.items()}
+        stop_changing.set()
+        await making
+
+        # Changes made inside the window until their event is read: a sweep is due an interval after
+        # the last, and may wait for the budget a backfill holds.
+        inside = [c for c in maker.changes if t0 <= c.asked_at < t1]
+        deadline = time.monotonic() + 2 * args.interval + BUDGET_WAIT + STRAGGLER_SECONDS
+        while time.monotonic() < deadline and any(log.seen_at(c) is None for c in inside):
+            await asyncio.sleep(0.5)
+        for change in inside:
+            seen = log.first_seen(change)
+            if seen is None:
+                result.missing += 1
+                continue
+            result.freshness[change.provider].append(seen[0] - change.asked_at)
+            result.first_by[seen[1]] = result.first_by.get(seen[1], 0) + 1
+        result.changes = len(inside)
+        result.change_failures = maker.failures
+        result.phase_requests = (await emulator_requests(http, stack.emulator_url)).since(phase_before)
+        result.gaps = await history_gaps(stack.settings, chosen, "backfill")
+    finally:
+        stop_changing.set()
+        stop_reading.set()
+        await asyncio.gather(*(t for t in (making, reader) if t is not None), return_exceptions=True)
+        for child in (worker, gateway):
+            if child is not None:
+                child.stop()
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -841,6 +1148,13 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     title = line(header)
     return "\n".join([title, "-" * len(title), *(line(row) for row in rows)])
+
+
+def notes(*paragraphs: str) -> str:
+    """Paragraphs of notes under a table, wrapped and indented."""
+    return "\n".join(
+        textwrap.fill(text, width=106, initial_indent="  ", subsequent_indent="  ") for text in paragraphs
+    )
 
 
 def ratio_text(made: float, needed: float) -> str:
@@ -1011,39 +1325,203 @@ def cost_report(args: argparse.Namespace, bare: Pass, worker: Pass) -> float:
     return worker.pages_per_second / bare.pages_per_second if bare.pages_per_second else 0.0
 
 
-def report(stack: Stack, steady: Steady, bare: Pass, worker: Pass, backfill: str) -> bool:
-    """Print the tables, the notes and the summary line; False when a target was missed."""
+def backfill_report(backfill: Backfill) -> tuple[bool, str]:
+    """Print the backfill table and its notes; returns whether its targets were met and its part of
+    the summary line."""
+    interval, limits = backfill.interval, backfill.limits
+    count = {p: float(len(backfill.of(p))) for p in (QB, XERO)}
+    granted = {p: float(backfill.granted(p)) for p in (QB, XERO)}
+    budget = {p: backfill.budget(p) for p in (QB, XERO)}
+    least = {
+        p: min((backfill.account_share(a) for a in backfill.of(p)), default=math.nan) for p in (QB, XERO)
+    }
+    throttled = {p: float(backfill.phase_requests.throttled.get(p, 0)) for p in (QB, XERO)}
+    before, after = backfill.metrics
+    worker_throttled = delta(after, before, "ledgerhook_poll_requests_total", outcome="throttled")
+    share = sum(granted.values()) / sum(budget.values()) if sum(budget.values()) else math.nan
+    fresh = {QB: backfill.freshness[QB], XERO: backfill.freshness[XERO]}
+    every = fresh[QB] + fresh[XERO]
+
+    def both(values: dict[Provider, float]) -> list[str]:
+        return [f"{values[QB]:,.0f}", f"{values[XERO]:,.0f}", f"{sum(values.values()):,.0f}"]
+
+    def job(key: str) -> list[str]:
+        return both({p: float(backfill.job_delta(p, key)) for p in (QB, XERO)})
+
+    def fraction(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value:.3f}"
+
+    def seconds(values: list[float]) -> str:
+        return "/".join(seconds_text(values, q) for q in (0.5, 0.99, 1.0))
+
+    rows = [
+        ["accounts", *both(count), ""],
+        ["limit per account a minute", f"{limits[QB]}", f"{limits[XERO]}", "", ""],
+        ["budget in the window", *both(budget), ""],
+        ["requests granted (emulator)", *both(granted), ""],
+        ["  backfill pages among them", *job("pages_done"), ""],
+        [
+            "share of the budget used",
+            fraction(granted[QB] / budget[QB] if budget[QB] else math.nan),
+            fraction(granted[XERO] / budget[XERO] if budget[XERO] else math.nan),
+            fraction(share),
+            f">= {BACKFILL_SHARE_TARGET}",
+        ],
+        [
+            "least account's minute in use",
+            fraction(least[QB]),
+            fraction(least[XERO]),
+            fraction(min(least.values())),
+            "",
+        ],
+        ["429s (emulator, whole phase)", *both(throttled), "0"],
+        ["backfill records read", *job("records_read"), ""],
+        ["backfill events published", *job("events_published"), ""],
+        [
+            "backfills failed",
+            *both(
+                {
+                    p: float(sum(a.connection_id in backfill.failed for a in backfill.of(p)))
+                    for p in (QB, XERO)
+                }
+            ),
+            "0",
+        ],
+        [
+            "sweep freshness p50/p99/max s",
+            seconds(fresh[QB]),
+            seconds(fresh[XERO]),
+            seconds(every),
+            f"p99 <= {interval + FRESHNESS_SLACK:g}",
+        ],
+        [
+            "changes made/seen/not seen",
+            "",
+            "",
+            f"{backfill.changes:,}/{len(every):,}/{backfill.missing}",
+            "0 not seen",
+        ],
+    ]
+    states: dict[str, int] = {}
+    for view in backfill.jobs.values():
+        states[str(view.get("state"))] = states.get(str(view.get("state")), 0) + 1
+    first_by = ", ".join(f"{origin or '?'} {n:,}" for origin, n in sorted(backfill.first_by.items()))
+    roles = ("worker", "gateway", "emulator", "postgres", "broker", "bench", "other")
+    print()
+    print(
+        f"backfill share: a {backfill.days}-day backfill of each of {len(backfill.accounts)} accounts, "
+        f"swept every {interval}s meanwhile by one worker, {backfill.seconds:.0f}s measured"
+    )
+    print(text_table(["", "QuickBooks", "Xero", "all", "target"], rows))
+    print(
+        notes(
+            f"Per-minute limits at the emulator and in the worker alike: Xero {limits[XERO]} (documented "
+            f"60), QuickBooks {limits[QB]} (documented 500): a CDC answer carries up to 1,000 changes and a "
+            "Xero page 100, so at 500 a minute one realm's backfill would be 500,000 events a minute and the "
+            "worker, not the budget, would bind. Every other account's polling is off for the phase.",
+            f"Books: {backfill.records[QB]:,} records a realm, {backfill.records[XERO]:,} an "
+            f"organisation, over four entities, spread over the last {HISTORY_SPAN.days} days: full "
+            f"answers for the window and {HISTORY_MARGIN_MINUTES:g} minutes more. Each job asks for "
+            f"{backfill.days} days (POST .../backfill); QuickBooks CDC serves 30 days back: "
+            f"{backfill.gaps} history_gap events of origin backfill. Set up in "
+            f"{backfill.setup_seconds:.0f}s; every job had read a page {backfill.warmup_seconds:.1f}s "
+            f"after the worker started; the window began {BACKFILL_SETTLE:g}s later (a job's first minute "
+            "is a burst on an empty budget). Jobs at its end: "
+            + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            + ".",
+            "Granted: the emulator's data-API requests less its 429s; budget: accounts x limit x window / "
+            "60 s; backfill pages: the jobs' progress (GET .../sync), the rest are sweeps; least account's "
+            "minute in use: the budget's own count, requests.minute.used / limit (GET .../sync every "
+            f"{SYNC_EVERY:g}s), averaged over the window. Worker 429s: {worker_throttled:.0f}.",
+            f"Sweeps: changes at {backfill.rate:g}/s in the backfilled books, half creations, half updates; "
+            "freshness from the change asked of the emulator to its first event read, which came from "
+            f"{first_by or 'nothing'} ({backfill.change_failures} changes failed).",
+            f"CPU over the window (share of one core): {cpu_text(backfill.cpu, roles)}",
+        )
+    )
+    for connection, reason in sorted(backfill.failed.items()):
+        print(notes(f"failed: the backfill of connection {connection}: {reason}"))
+    running = sum(job.get("state") == "running" for job in backfill.jobs.values())
+    if running < len(backfill.jobs) and not backfill.failed:
+        print(
+            notes(
+                f"note: {len(backfill.jobs) - running} jobs were not running at the window's end, so the "
+                "share understates the budget's use: give the books more history (HISTORY_MARGIN_MINUTES)"
+            )
+        )
+    p99 = percentile(every, 0.99)
+    total_throttled = sum(throttled.values())
+    ok = (
+        share >= BACKFILL_SHARE_TARGET
+        and total_throttled == 0
+        and not backfill.failed
+        and backfill.missing == 0
+        and bool(every)
+        and p99 <= interval + FRESHNESS_SLACK
+    )
+    summary = (
+        f"backfill share {share:.3f} of {len(backfill.accounts)} accounts' budgets (target >= "
+        f"{BACKFILL_SHARE_TARGET}), 429s {total_throttled:.0f} (target 0), backfills failed "
+        f"{len(backfill.failed)} (target 0), sweep freshness meanwhile p99 {p99:.1f} s (target <= "
+        f"{interval + FRESHNESS_SLACK:g} s)"
+    )
+    return ok, summary
+
+
+def report(
+    stack: Stack, steady: Steady | None, bare: Pass | None, worker: Pass | None, backfill: Backfill | None
+) -> bool:
+    """Print the tables of the phases run, their notes and the summary line; False when a target
+    was missed."""
     args = stack.args
     print()
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"PostgreSQL (embedded), Tansu (embedded); load average {os.getloadavg()[0]:.2f}"
     )
-    ratio, throttled, kept_up = steady_report(stack, steady)
-    cost_ratio = cost_report(args, bare, worker)
-    print()
-    print(f"backfill share: {backfill}")
-    busiest = max(steady.cpu.get("other", 0.0), bare.cpu.get("other", 0.0), worker.cpu.get("other", 0.0))
+    ok = True
+    parts: list[str] = []
+    others: list[float] = []
+    if steady is not None:
+        ratio, throttled, kept_up = steady_report(stack, steady)
+        p50, p99 = percentile(steady.freshness, 0.5), percentile(steady.freshness, 0.99)
+        ok = (
+            steady.missing == 0
+            and bool(steady.freshness)
+            and p99 <= args.interval + FRESHNESS_SLACK
+            and ratio <= RATIO_TARGET
+            and throttled == 0
+        )
+        parts.append(
+            f"freshness p50 {p50:.1f} s, p99 {p99:.1f} s (target <= {args.interval + FRESHNESS_SLACK:g} s); "
+            f"requests made/needed {ratio:.3f} (target <= {RATIO_TARGET}), 429s {throttled} (target 0), "
+            f"polls ok/due {kept_up:.2f}"
+        )
+        others.append(steady.cpu.get("other", 0.0))
+    if bare is not None and worker is not None:
+        cost_ratio = cost_report(args, bare, worker)
+        ok = ok and cost_ratio >= COST_TARGET
+        parts.append(
+            f"worker {worker.pages_per_second:,.0f} pages/s vs bare loop "
+            f"{bare.pages_per_second:,.0f} pages/s (ratio {cost_ratio:.2f}, target >= {COST_TARGET})"
+        )
+        others += [bare.cpu.get("other", 0.0), worker.cpu.get("other", 0.0)]
+    if backfill is not None:
+        backfill_ok, backfill_part = backfill_report(backfill)
+        ok = ok and backfill_ok
+        parts.append(backfill_part)
+        others.append(backfill.cpu.get("other", 0.0))
+    else:
+        parts.append("backfill share skipped")
+    busiest = max(others, default=0.0)
     if busiest > 0.25:
         print(
             f"  warning: other processes used up to {busiest:.0%} of a core during a window; "
             "the figures are disturbed, rerun on a quiet machine"
         )
-    p50, p99 = percentile(steady.freshness, 0.5), percentile(steady.freshness, 0.99)
-    ok = (
-        steady.missing == 0
-        and bool(steady.freshness)
-        and p99 <= args.interval + FRESHNESS_SLACK
-        and ratio <= RATIO_TARGET
-        and throttled == 0
-        and cost_ratio >= COST_TARGET
-    )
     print(
-        f"poll: {len(stack.accounts):,} accounts every {args.interval} s, freshness p50 {p50:.1f} s, p99 "
-        f"{p99:.1f} s (target <= {args.interval + FRESHNESS_SLACK:g} s); requests made/needed {ratio:.3f} "
-        f"(target <= {RATIO_TARGET}), 429s {throttled} (target 0), polls ok/due {kept_up:.2f}; worker "
-        f"{worker.pages_per_second:,.0f} pages/s vs bare loop {bare.pages_per_second:,.0f} pages/s "
-        f"(ratio {cost_ratio:.2f}, target >= {COST_TARGET}); backfill share skipped"
+        f"poll: {len(stack.accounts):,} accounts every {args.interval} s, "
+        + "; ".join(parts)
         + ("" if ok else "; TARGET MISSED")
     )
     return ok
@@ -1114,9 +1592,12 @@ async def run(args: argparse.Namespace, tmp: Path) -> bool:
                 database_url, min_size=1, max_size=4, server_settings={"application_name": BENCH_APPLICATION}
             )
             try:
-                steady = await steady_phase(stack, http, pool)
-                bare, worker = await cost_phase(stack, http, pool)
-                backfill = await backfill_phase(stack, http)
+                steady = await steady_phase(stack, http, pool) if "steady" in args.phases else None
+                bare: Pass | None = None
+                worker: Pass | None = None
+                if "cost" in args.phases:
+                    bare, worker = await cost_phase(stack, http, pool)
+                backfill = await backfill_phase(stack, http) if "backfill" in args.phases else None
             finally:
                 await pool.close()
         return report(stack, steady, bare, worker, backfill)
@@ -1163,10 +1644,61 @@ def parse_args() -> argparse.Namespace:
         metavar="SECONDS",
         help="before the worker starts and before each cost pass, wait up to SECONDS for a quiet machine",
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="the phases to run, comma-separated: steady, cost, backfill (all three, in that order)",
+    )
+    parser.add_argument(
+        "--backfill-accounts",
+        type=int,
+        default=None,
+        help="backfill phase: accounts backfilled, half QuickBooks, half Xero (4; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--backfill-duration",
+        type=float,
+        default=None,
+        help="backfill phase: measured seconds, whole minutes (180; 60 with --quick)",
+    )
+    parser.add_argument(
+        "--backfill-quickbooks-limit",
+        type=int,
+        default=6,
+        help="backfill phase: QuickBooks requests a minute per realm at the emulator and in the worker "
+        "(6; documented: 500)",
+    )
+    parser.add_argument(
+        "--backfill-xero-limit",
+        type=int,
+        default=60,
+        help="backfill phase: Xero requests a minute per organisation, emulator and worker (60, documented)",
+    )
+    parser.add_argument(
+        "--backfill-rate",
+        type=float,
+        default=1.0,
+        help="backfill phase: changes per second in the backfilled books (1)",
+    )
+    parser.add_argument(
+        "--backfill-days",
+        type=int,
+        default=30,
+        help="backfill phase: how many days back each backfill reads (30)",
+    )
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
+    args.phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+    if not args.phases or any(phase not in PHASES for phase in args.phases):
+        parser.error(f"--phases takes a comma-separated list of {', '.join(PHASES)}")
+    if args.backfill_accounts is None:
+        args.backfill_accounts = 2 if args.quick else 4
+    if args.backfill_duration is None:
+        args.backfill_duration = 60.0 if args.quick else 180.0
     if args.accounts is None:
-        args.accounts = 100 if args.quick else 2000
+        # The backfill phase alone registers only the accounts it backfills.
+        measured = {"steady", "cost"} & set(args.phases)
+        args.accounts = (100 if args.quick else 2000) if measured else args.backfill_accounts
     if args.interval is None:
         args.interval = 20 if args.quick else 60
     if args.duration is None:
@@ -1180,6 +1712,18 @@ def parse_args() -> argparse.Namespace:
     # One CDC answer holds at most 1,000 objects; the plan of the bare loop follows no truncation.
     if not 0 <= args.cost_records <= 600:
         parser.error("--cost-records must be between 0 and 600")
+    # The share compares whole minutes of a per-minute limit.
+    if args.backfill_duration < 60 or args.backfill_duration % 60:
+        parser.error("--backfill-duration must be whole minutes, in seconds (60, 120, ...)")
+    if not 2 <= args.backfill_accounts <= args.accounts:
+        parser.error("--backfill-accounts must be 2 or more, and no more than --accounts")
+    if not 1 <= args.backfill_days <= 30:
+        parser.error("--backfill-days must be between 1 and 30")
+    if args.backfill_quickbooks_limit < 1 or args.backfill_xero_limit < 1 or args.backfill_rate <= 0:
+        parser.error(
+            "--backfill-quickbooks-limit and --backfill-xero-limit must be 1 or more, "
+            "--backfill-rate positive"
+        )
     return args
 
 

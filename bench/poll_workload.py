@@ -7,8 +7,10 @@
   has a due time and is made then, whatever the worker does), through the emulator's control
   endpoint, each noted with the moment it was asked and the version (last-updated time) it made.
 - Events: every change event read from `ledgerhook.changes`, by provider account and record id, with
-  its version and the moment it was read; a change is seen when an event of that record at that
-  version or a later one was read.
+  its version, its origin (webhook, poll, backfill) and the moment it was read; a change is seen when
+  an event of that record at that version or a later one was read.
+- History (the backfill phase): books filled with records spread over the last days, for a backfill
+  to read, and the `integrated_account:history_gap` events its jobs announced.
 """
 
 import asyncio
@@ -28,7 +30,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from fanout.account_events import AccountEventPublisher
+from fanout.account_events import HISTORY_GAP, AccountEventPublisher
 from gateway.settings import Settings
 from provider_auth.accounts.status import StatusTransitions
 from provider_auth.accounts.store import ConnectionStore
@@ -264,24 +266,31 @@ def most_in_window(changes: Sequence[Change], span: float, by_entity: bool) -> i
 
 @dataclass
 class EventLog:
-    """Change events read from the changes topic: (version, read at) per (account, record id)."""
+    """Change events read from the changes topic: (version, read at, origin) per (account, record id)."""
 
-    seen: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+    seen: dict[tuple[str, str], list[tuple[float, float, str]]] = field(default_factory=dict)
     count: int = 0
 
     def note(self, value: bytes, read_at: float) -> None:
         """One event's data, read at `read_at` (wall clock)."""
         data = orjson.loads(value)
         occurred = datetime.fromisoformat(data["occurred_at"].replace("Z", "+00:00")).timestamp()
-        self.seen.setdefault((data["provider_account_id"], data["entity_id"]), []).append((occurred, read_at))
+        self.seen.setdefault((data["provider_account_id"], data["entity_id"]), []).append(
+            (occurred, read_at, str(data.get("origin", "")))
+        )
         self.count += 1
 
     def seen_at(self, change: Change) -> float | None:
         """When the change was first visible: the first event read of its record at its version or
         a later one (half a millisecond of slack for the renderings' rounding)."""
+        first = self.first_seen(change)
+        return None if first is None else first[0]
+
+    def first_seen(self, change: Change) -> tuple[float, str] | None:
+        """(read at, origin) of the first event that made the change visible (see `seen_at`)."""
         found = [
-            read_at
-            for version, read_at in self.seen.get((change.account, change.record_id), ())
+            (read_at, origin)
+            for version, read_at, origin in self.seen.get((change.account, change.record_id), ())
             if version >= change.version - 0.0005
         ]
         return min(found) if found else None
@@ -317,3 +326,59 @@ async def read_changes(
                     log.note(record.value or b"{}", now)
     finally:
         await consumer.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+async def add_history(
+    http: aiohttp.ClientSession, emulator: str, account: Account, records: int, span: float
+) -> None:
+    """`records` new records in the account's book over its changed entities, each entity's spread
+    evenly over the `span` seconds up to now (the emulator's `create_many(..., spacing=...)`): the
+    history a backfill reads. `span / count` seconds apart: days hold far fewer changes a second
+    than the 1,000 QuickBooks CDC could not read past."""
+    entities = CHANGED_ENTITIES[account.provider]
+    url = f"{emulator}/_emulator/books/{account.provider.value}/{account.account_id}/changes"
+    for i, entity in enumerate(entities):
+        count = records // len(entities) + (i < records % len(entities))
+        if count:
+            body = {"entity": entity, "operation": "create", "count": count, "spacing": span / count}
+            await control(http, url, body)
+
+
+async def history_gaps(settings: Settings, connections: set[str], origin: str) -> int:
+    """The `integrated_account:history_gap` events of `origin` on the account-events topic, from its
+    beginning to its end now, naming one of `connections`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        topic = settings.topic_account_events
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found = 0
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and await _behind(consumer, ends):
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    headers = {name: value for name, value in record.headers}
+                    if headers.get("ce_type") != HISTORY_GAP.encode():
+                        continue
+                    data = orjson.loads(record.value or b"{}")
+                    found += data.get("connection_id") in connections and data.get("origin") == origin
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether the consumer has yet to read up to `ends` on any partition."""
+    for partition, end in ends.items():
+        if await consumer.position(partition) < end:
+            return True
+    return False
