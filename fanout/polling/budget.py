@@ -7,6 +7,7 @@ and the cost per request: docs/architecture.md, "Rate budgets"; the limits: docs
 """
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -21,6 +22,8 @@ from typing import Literal
 import asyncpg
 
 from provider_auth.providers import Provider
+
+log = logging.getLogger("ledgerhook.fanout.budget")
 
 Kind = Literal["poll", "backfill"]
 
@@ -80,6 +83,16 @@ class Permit:
     scopes: tuple[Scope, ...]
     kind: Kind
     granted_at: datetime
+
+
+@dataclass(slots=True)
+class _Take:
+    """One attempt waiting for its batch: its scopes (unique keys), kind, permit id and answer."""
+
+    scopes: tuple[Scope, ...]
+    kind: Kind
+    permit_id: uuid.UUID
+    answer: asyncio.Future[Permit | float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +175,8 @@ class RateBudgets:
     dead process's in-flight permit counts (keep it above the longest request); `backfill_share` is
     the part of a scope backfills may hold while a poll waits on it (a refused poll counts as waiting
     until it is due back, plus `poll_wait_mark` seconds); `recheck` caps a wait on a concurrency
-    scope, whose permits may come back before they expire.
+    scope, whose permits may come back before they expire; `batch_size` bounds how many attempts go
+    to PostgreSQL in one call (see `try_acquire`).
     """
 
     pool: asyncpg.Pool
@@ -173,6 +187,9 @@ class RateBudgets:
     backfill_share: float = 0.5
     recheck: float = 0.25
     poll_wait_mark: float = 1.0
+    batch_size: int = 64
+    _waiting: list[_Take] = field(default_factory=list, init=False, repr=False)
+    _sending: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def scopes(self, provider: Provider, account: str) -> tuple[Scope, ...]:
         """The scopes a request to `account` at `provider` takes a permit in."""
@@ -229,25 +246,74 @@ class RateBudgets:
             await asyncio.sleep(taken + random.random() * 0.01)
 
     async def try_acquire(self, scopes: Sequence[Scope], kind: Kind = "poll") -> Permit | float:
-        """One attempt: the permit, or the seconds to wait before the next attempt can succeed."""
+        """One attempt: the permit, or the seconds to wait before the next attempt can succeed.
+
+        Attempts made while another batch of this process's is in PostgreSQL wait for it and go
+        together in the next (`batch_size` at most): one call and one commit for all of them.
+        """
         unique = tuple({scope.key: scope for scope in scopes}.values())
-        permit_id = uuid.uuid4()
-        row = await self.pool.fetchrow(
-            "SELECT wait, granted_at FROM rate_budget_take($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [s.key for s in unique],
-            [s.limit for s in unique],
-            [s.lifetime for s in unique],
-            [s.held for s in unique],
-            permit_id,
-            kind == "backfill",
+        take = _Take(unique, kind, uuid.uuid4(), asyncio.get_running_loop().create_future())
+        self._waiting.append(take)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_batches())
+        return await take.answer
+
+    async def _send_batches(self) -> None:
+        """Send the waiting attempts, a batch at a time, until none is left; never raises."""
+        while self._waiting:
+            batch = [take for take in self._waiting[: self.batch_size] if not take.answer.done()]
+            del self._waiting[: self.batch_size]
+            if not batch:
+                continue
+            try:
+                answers = await self._take_batch(batch)
+            except Exception as exc:  # the batch's one call failed: so did each of its attempts
+                for take in batch:
+                    if not take.answer.done():
+                        take.answer.set_exception(exc)
+                continue
+            for take in batch:
+                answer = answers[take.permit_id]
+                if not take.answer.done():
+                    take.answer.set_result(answer)
+                elif isinstance(answer, Permit):
+                    await self._release_unclaimed(answer)
+
+    async def _take_batch(self, batch: Sequence[_Take]) -> dict[uuid.UUID, Permit | float]:
+        """One call of `rate_budget_take_batch` (migration 0008): each attempt's permit or wait."""
+        scopes = [scope for take in batch for scope in take.scopes]
+        rows = await self.pool.fetch(
+            "SELECT permit, wait, granted_at"
+            " FROM rate_budget_take_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            [len(take.scopes) for take in batch],
+            [s.key for s in scopes],
+            [s.limit for s in scopes],
+            [s.lifetime for s in scopes],
+            [s.held for s in scopes],
+            [take.permit_id for take in batch],
+            [take.kind == "backfill" for take in batch],
             self.backfill_share,
             self.poll_wait_mark,
             self.recheck,
         )
-        assert row is not None
-        if row["wait"] > 0:
-            return float(row["wait"])
-        return Permit(permit_id, unique, kind, row["granted_at"])
+        by_permit = {row["permit"]: row for row in rows}
+        answers: dict[uuid.UUID, Permit | float] = {}
+        for take in batch:
+            row = by_permit[take.permit_id]
+            if row["wait"] > 0:
+                answers[take.permit_id] = float(row["wait"])
+            else:
+                answers[take.permit_id] = Permit(take.permit_id, take.scopes, take.kind, row["granted_at"])
+        return answers
+
+    async def _release_unclaimed(self, granted: Permit) -> None:
+        """Release a permit whose caller stopped waiting (cancelled) while its batch was taken."""
+        try:
+            await self.release(granted)
+        except Exception:
+            # Its entries lapse on their own: in-flight ones after the permit lifetime, rate ones
+            # with their window.
+            log.warning("could not release an unclaimed rate budget permit", exc_info=True)
 
     async def release(self, granted: Permit) -> None:
         """End the permit's in-flight entries; its rate entries stay a whole window from now.
@@ -255,12 +321,15 @@ class RateBudgets:
         A provider counts a request when it arrives, which is after the grant (a new connection, a
         slow network), so the window restarts at the release: by then the request has arrived.
         """
+        # By primary key (scope, permit): one index probe per scope, whatever the table holds.
         await self.pool.execute(
-            "WITH ended AS (DELETE FROM rate_budget_entries WHERE permit_id = $1 AND held)"
+            "WITH ended AS (DELETE FROM rate_budget_entries"
+            "   WHERE scope_key = ANY($2::text[]) AND permit_id = $1 AND held)"
             " UPDATE rate_budget_entries"
             " SET expires_at = greatest(expires_at, clock_timestamp() + (expires_at - granted_at))"
-            " WHERE permit_id = $1 AND NOT held",
+            " WHERE scope_key = ANY($2::text[]) AND permit_id = $1 AND NOT held",
             granted.id,
+            [scope.key for scope in granted.scopes],
         )
 
     async def park(self, scope_key: str, seconds: float) -> None:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -50,6 +50,23 @@ async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
 def unique(name: str) -> str:
     """A scope key no other test (or earlier run) uses."""
     return f"test/{name}/{uuid.uuid4().hex}"
+
+
+async def counts(pool: asyncpg.Pool, key: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A rate scope's kept count (entries, backfill entries) and the same counted in its rows, read
+    under the scope's advisory lock (the one `rate_budget_take` takes), so no take is half done."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        kept = await connection.fetchrow(
+            "SELECT live, backfills FROM rate_budget_scopes WHERE scope_key = $1", key
+        )
+        rows = await connection.fetchrow(
+            "SELECT count(*) AS live, count(*) FILTER (WHERE backfill) AS backfills"
+            " FROM rate_budget_entries WHERE scope_key = $1",
+            key,
+        )
+    assert kept is not None and rows is not None
+    return (kept["live"], kept["backfills"]), (rows["live"], rows["backfills"])
 
 
 def busiest_span(times: Sequence[float], window: float) -> int:
@@ -270,6 +287,227 @@ async def test_an_account_without_limits_is_never_held_up(pool: asyncpg.Pool) ->
     async with budgets.permit(Provider.ZOHO_BOOKS, "org", max_wait=0.0):
         pass
     assert await budgets.in_use(Provider.ZOHO_BOOKS, "org") == {}
+
+
+async def test_a_rate_scope_keeps_its_count_through_grants_expiries_and_releases(pool: asyncpg.Pool) -> None:
+    budgets = RateBudgets(pool)
+    key = unique("minute")
+    # Taken with a short life, then with a long one: a take counts the rows themselves only once the
+    # scope's lifetime has passed since the last count, so every count below is the takes' own
+    # bookkeeping (+1 per grant, -1 per expired entry pruned).
+    short, long = Scope(key, 5, 0.5), Scope(key, 5, 60.0)
+    flight = Scope(unique("in-flight"), 10, 60.0, held=True)
+    for kind in ("poll", "backfill", "backfill"):
+        assert not isinstance(await budgets.try_acquire([short], kind), float)
+    assert await counts(pool, key) == ((3, 2), (3, 2))
+    await asyncio.sleep(0.7)
+
+    held = await budgets.acquire([long, flight], "backfill", max_wait=0.0)
+    assert await counts(pool, key) == ((1, 1), (1, 1)), "three expired entries pruned, one granted"
+    # A release ends the in-flight entry and restarts the rate entry's window: no count changes.
+    await budgets.release(held)
+    assert await counts(pool, key) == ((1, 1), (1, 1))
+    assert (
+        await pool.fetchval("SELECT count(*) FROM rate_budget_entries WHERE scope_key = $1", flight.key) == 0
+    )
+    # The kept count is what decides: four more fill the scope.
+    for _ in range(4):
+        assert not isinstance(await budgets.try_acquire([long]), float)
+    wait = await budgets.try_acquire([long])
+    assert isinstance(wait, float) and 59.0 < wait <= 60.0
+    assert await counts(pool, key) == ((5, 1), (5, 1))
+
+
+async def test_counts_stay_right_with_three_processes_taking_at_once(
+    postgres_url: str, pool: asyncpg.Pool
+) -> None:
+    # `kept`: a scope nothing expires from during the run, so its count is every grant of every
+    # process; `window`: one whose entries expire and are pruned all along; `flight`: in flight.
+    kept, window, flight = unique("minute"), unique("minute"), unique("in-flight")
+    scopes = [[kept, 100_000, 60.0, False], [window, 8, 0.5, False], [flight, 3, 30.0, True]]
+    config = {"mode": "hammer", "scopes": scopes, "tasks": 3, "seconds": 2.5, "work": [0.0, 0.05]}
+    processes = await asyncio.gather(*(Process.start(postgres_url, **config) for _ in range(3)))
+    await asyncio.gather(*(p.go() for p in processes))
+    answers = await asyncio.gather(*(p.answer() for p in processes))
+    await asyncio.gather(*(p.finish() for p in processes))
+
+    grants = [t for answer in answers for t in answer["grants"]]
+    assert len(grants) >= 8 * 4
+    assert await counts(pool, kept) == ((len(grants), 0), (len(grants), 0))
+    (kept_window, _), (rows_window, _) = await counts(pool, window)
+    assert kept_window == rows_window
+    assert busiest_span(grants, 0.5) <= 8
+    assert await pool.fetchval("SELECT count(*) FROM rate_budget_entries WHERE scope_key = $1", flight) == 0
+
+
+async def test_a_killed_process_entries_leave_the_count_as_they_expire(
+    postgres_url: str, pool: asyncpg.Pool
+) -> None:
+    lifetime = 1.0
+    rate, flight = unique("minute"), unique("in-flight")
+    holder = await Process.start(
+        postgres_url, mode="hold", scopes=[[rate, 1, lifetime, False], [flight, 1, lifetime, True]]
+    )
+    await holder.go()
+    held_at = (await holder.answer())["granted_at"]
+    holder.child.send_signal(signal.SIGKILL)
+    await holder.finish()
+
+    budgets = RateBudgets(pool, recheck=0.05)
+    # The same rate scope with a longer life: its entry leaves the count by a prune, not a recount.
+    scopes = [Scope(rate, 1, 60.0), Scope(flight, 1, lifetime, held=True)]
+    assert isinstance(await budgets.try_acquire(scopes), float), "the dead process's entries still count"
+    assert await counts(pool, rate) == ((1, 0), (1, 0))
+    permit = await budgets.acquire(scopes, max_wait=5.0)
+    assert permit.granted_at.timestamp() >= held_at + lifetime
+    assert await counts(pool, rate) == ((1, 0), (1, 0))
+
+
+async def test_a_wrong_count_is_put_right(pool: asyncpg.Pool) -> None:
+    budgets = RateBudgets(pool)
+
+    async def insert_behind_its_back(key: str, seconds: float) -> None:
+        # What a take of the previous version of `rate_budget_take` writes: an entry, no count.
+        await pool.execute(
+            "INSERT INTO rate_budget_entries (scope_key, permit_id, backfill, held, granted_at, expires_at)"
+            " VALUES ($1, $2, false, false, clock_timestamp(),"
+            " clock_timestamp() + make_interval(secs => $3))",
+            key,
+            uuid.uuid4(),
+            seconds,
+        )
+
+    # Entries from before the counts existed: the scope's first take counts them.
+    old = Scope(unique("minute"), 2, 30.0)
+    for _ in range(2):
+        await insert_behind_its_back(old.key, 30.0)
+    assert isinstance(await budgets.try_acquire([old]), float)
+    assert await counts(pool, old.key) == ((2, 0), (2, 0))
+
+    # A count too high (entries deleted by hand): the refusal that finds fewer rows counts them.
+    high = Scope(unique("minute"), 3, 30.0)
+    for _ in range(3):
+        assert not isinstance(await budgets.try_acquire([high]), float)
+    await pool.execute("DELETE FROM rate_budget_entries WHERE scope_key = $1", high.key)
+    assert not isinstance(await budgets.try_acquire([high]), float)
+    assert await counts(pool, high.key) == ((1, 0), (1, 0))
+
+    # A count too low (an entry it never saw): right again once a window has passed.
+    low = Scope(unique("minute"), 3, 0.5)
+    assert not isinstance(await budgets.try_acquire([low]), float)
+    await insert_behind_its_back(low.key, 0.5)
+    assert await counts(pool, low.key) == ((1, 0), (2, 0))
+    await asyncio.sleep(0.6)
+    assert not isinstance(await budgets.try_acquire([low]), float)
+    assert await counts(pool, low.key) == ((1, 0), (1, 0))
+
+
+async def test_the_app_wide_scope_is_locked_last(pool: asyncpg.Pool) -> None:
+    budgets = RateBudgets(pool)
+    account = uuid.uuid4().hex
+    scopes = budgets.scopes(Provider.XERO, account)
+    app = budgets.scope_key(Provider.XERO, account, APP_MINUTE)
+    locks = (
+        "SELECT k.key, l.pid, l.granted FROM unnest($1::text[]) AS k(key)"
+        " JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 1"
+        "  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(k.key, 0)"
+        " WHERE l.pid <> pg_backend_pid()"
+    )
+    async with pool.acquire() as holder:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", app)
+            taking = asyncio.create_task(budgets.try_acquire(scopes))
+            async with pool.acquire() as watcher:
+                for _ in range(200):
+                    rows = await watcher.fetch(locks, [s.key for s in scopes])
+                    if any(row["key"] == app and not row["granted"] for row in rows):
+                        break
+                    await asyncio.sleep(0.01)
+            # The take waits for the app's lock holding its account's three: it takes that one last.
+            taker = {row["pid"] for row in rows if row["key"] == app and not row["granted"]}
+            assert len(taker) == 1
+            held = {row["key"] for row in rows if row["pid"] in taker and row["granted"]}
+            assert held == {s.key for s in scopes} - {app}
+            assert not taking.done()
+        assert not isinstance(await taking, float)
+
+
+async def test_attempts_made_at_once_go_together_and_keep_every_limit(pool: asyncpg.Pool) -> None:
+    budgets = RateBudgets(pool, batch_size=7)
+    rate = Scope(unique("minute"), 10, 30.0)
+    flight = Scope(unique("in-flight"), 4, 30.0, held=True)
+    kinds: list[Kind] = ["poll", "backfill"] * 20
+    answers = await asyncio.gather(*(budgets.try_acquire([rate, flight], kind) for kind in kinds))
+
+    granted = [a for a in answers if not isinstance(a, float)]
+    # Each caller got its own answer: four in flight at most, all or none.
+    assert len(granted) == 4 and len({permit.id for permit in granted}) == 4
+    assert all(isinstance(a, float) and 0.0 < a <= 0.25 for a in answers if a not in granted)
+    for permit in granted:
+        await budgets.release(permit)
+    answers = await asyncio.gather(*(budgets.try_acquire([rate]) for _ in range(20)))
+    assert sum(not isinstance(a, float) for a in answers) == 6, "ten in the window in all"
+    assert all(29.0 < a <= 30.0 for a in answers if isinstance(a, float))
+    assert await counts(pool, rate.key) == ((10, 2), (10, 2))
+
+
+async def test_a_batch_takes_its_permits_in_turn(pool: asyncpg.Pool) -> None:
+    # Three permits in one call of the batch function: the second finds the first's entry.
+    one, two = unique("minute"), unique("in-flight")
+    permits = [uuid.uuid4() for _ in range(3)]
+    rows = await pool.fetch(
+        "SELECT permit, wait, granted_at"
+        " FROM rate_budget_take_batch($1, $2, $3, $4, $5, $6, $7, 0.5, 1.0, 0.25)",
+        [2, 1, 0],
+        [one, two, one],
+        [1, 1, 1],
+        [30.0, 30.0, 30.0],
+        [False, True, False],
+        permits,
+        [False, False, False],
+    )
+    assert [row["permit"] for row in rows] == permits
+    assert rows[0]["wait"] == 0 and rows[0]["granted_at"] is not None
+    assert 29.0 < rows[1]["wait"] <= 30.0 and rows[1]["granted_at"] is None
+    # A permit without scopes is granted at once.
+    assert rows[2]["wait"] == 0 and rows[2]["granted_at"] >= rows[0]["granted_at"]
+    assert await counts(pool, one) == ((1, 0), (1, 0))
+
+
+async def test_a_permit_granted_to_a_caller_gone_is_released(pool: asyncpg.Pool) -> None:
+    budgets = RateBudgets(pool)
+    flight = Scope(unique("in-flight"), 1, 30.0, held=True)
+    async with pool.acquire() as holder:
+        async with holder.transaction():
+            # The scope's lock held elsewhere: the attempt's batch waits for it in PostgreSQL.
+            await holder.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", flight.key)
+            attempt = asyncio.create_task(budgets.try_acquire([flight]))
+            for _ in range(200):
+                waiting = await pool.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+    # The batch was granted after its caller left: the permit is released, the slot free again.
+    for _ in range(200):
+        if not await pool.fetchval(
+            "SELECT count(*) FROM rate_budget_entries WHERE scope_key = $1", flight.key
+        ):
+            break
+        await asyncio.sleep(0.01)
+    assert not isinstance(await budgets.try_acquire([flight]), float)
+
+
+@given(account=st.text(min_size=1))
+def test_an_app_wide_key_sorts_after_its_accounts_keys(account: str) -> None:
+    # `rate_budget_take` locks in byte order of the keys (migration 0008): the app's last.
+    budgets = RateBudgets(cast(asyncpg.Pool, None))
+    keys = [scope.key.encode() for scope in budgets.scopes(Provider.XERO, account)]
+    assert max(keys) == budgets.scope_key(Provider.XERO, account, APP_MINUTE).encode()
 
 
 def test_defaults_are_the_documented_limits() -> None:
