@@ -1268,7 +1268,7 @@ def steady_report(stack: Stack, steady: Steady) -> tuple[float, int, float]:
         f"failed). Emulator latency {args.latency[0] * 1000:.0f}-{args.latency[1] * 1000:.0f} ms a "
         "request.\n"
         f"  Xero app budget at the window's end: {steady.app_scope[0]:,} live entries, counted in "
-        f"{steady.app_scope[1]:.1f} ms (each Xero permit counts them).\n"
+        f"{steady.app_scope[1]:.1f} ms (a take recounts them once a window, migration 0008).\n"
         f"  PostgreSQL sessions of the worker, sampled every 0.2 s:\n{steady.sessions.text()}.\n"
         f"  CPU over the window (share of one core): "
         f"{cpu_text(steady.cpu, ('worker', 'emulator', 'postgres', 'broker', 'bench', 'other'))}"
