@@ -59,10 +59,11 @@ CLAMPS: Mapping[Provider, Clamp] = {Provider.QUICKBOOKS: quickbooks.no_older_tha
 
 
 def oldest_served(provider: Provider, now: datetime) -> datetime | None:
-    """The oldest change time the provider's change API still answers for at `now` (with a minute
-    to spare for the request's own trip), or None when it has no such bound."""
+    """The oldest change time the provider's change API still answers for at `now`, or None when it
+    has no such bound; with five minutes to spare, more than a request can wait for its permit
+    (`PageFetcher.permit_wait`) and then travel."""
     lookback = MAX_LOOKBACK.get(provider)
-    return None if lookback is None else now - lookback + timedelta(minutes=1)
+    return None if lookback is None else now - lookback + timedelta(minutes=5)
 
 
 # Providers whose webhooks reach every connection: their accounts are swept (a slower poll that
