@@ -15,6 +15,13 @@ from starlette.responses import Response
 
 MEDIA_TYPE = "application/problem+json"
 _FRAGMENT_SAFE = "~!$&'()*+,;=:@"  # RFC 3986 fragment characters that need no percent-encoding
+# RFC 9110 renamed 422; Python's HTTPStatus has the new phrase only from 3.13.
+_PHRASES = {422: "Unprocessable Content"}
+
+
+def status_phrase(status: int) -> str:
+    """The HTTP status phrase of `status` (RFC 9110's wording)."""
+    return _PHRASES.get(status) or HTTPStatus(status).phrase
 
 
 class Problem(Exception):
@@ -40,7 +47,7 @@ class Problem(Exception):
         """The problem document."""
         document: dict[str, Any] = {
             "type": "about:blank",
-            "title": HTTPStatus(self.status).phrase,
+            "title": status_phrase(self.status),
             "status": self.status,
             "detail": self.detail,
         }

@@ -27,17 +27,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = commands.add_parser("dev", help="run everything locally on embedded PostgreSQL and Kafka")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--kafka-port", type=int, default=9092)
-    dev.add_argument("--data-dir", default=".ledgerhook")
+    dev = commands.add_parser(
+        "dev",
+        help="run everything locally on embedded PostgreSQL and Kafka",
+        description="Run the gateway, the fan-out worker, an embedded PostgreSQL and an embedded"
+        " Kafka-compatible broker in the foreground, with dev secrets. Connections survive a restart"
+        " (PostgreSQL keeps its data in --data-dir); topics are in memory and start empty. Ctrl-C stops"
+        " everything; a second Ctrl-C forces.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="interface the gateway listens on")
+    dev.add_argument(
+        "--port", type=int, default=8000, help="the gateway's port (webhooks, admin API, health)"
+    )
+    dev.add_argument("--kafka-port", type=int, default=9092, help="port of the embedded broker")
+    dev.add_argument(
+        "--data-dir",
+        default=".ledgerhook",
+        help="where PostgreSQL's data, the key ring and the logs are kept (one dev stack at a time)",
+    )
+    dev.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+        help="log lines shown on the terminal (JSON, on standard error)",
+    )
     dev.add_argument(
         "--emulator",
         action="store_true",
         help="run the provider emulator and point every provider's OAuth URLs at it",
     )
-    dev.add_argument("--emulator-port", type=int, default=8900)
+    dev.add_argument("--emulator-port", type=int, default=8900, help="the provider emulator's port")
 
     serve = commands.add_parser("serve", help="run the production gateway (configured from LEDGERHOOK_*)")
     serve.add_argument("--host", default=None, help="default: LEDGERHOOK_HOST or 0.0.0.0")

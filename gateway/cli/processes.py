@@ -22,6 +22,7 @@ def run_dev(args: argparse.Namespace) -> int:
             data_dir=Path(args.data_dir),
             emulator=args.emulator,
             emulator_port=args.emulator_port,
+            log_level=args.log_level.upper(),
         )
     )
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from gateway.dev.embedded import DevStackError
 from gateway.dev.emulator import Emulator
-from gateway.settings import Settings
 from provider_auth.oauth.specs import OAUTH_PROVIDERS
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "DEV_POLL_SYNC_SECONDS",
     "DEV_SWEEP_INTERVAL_SECONDS",
     "EMULATOR_ACCESS_TTL",
-    "banner_lines",
     "emulator_defaults",
     "running_emulator",
 ]
@@ -81,32 +79,3 @@ async def running_emulator(host: str, port: int) -> AsyncIterator[Emulator]:
         yield emulator
     finally:
         await emulator.stop()
-
-
-def banner_lines(emulator_url: str | None, gateway_url: str, settings: Settings) -> list[str]:
-    """What `dev` prints about the emulator: where it is, how to try a refresh and a revocation, and
-    how to see a changed record polled onto the changes topic."""
-    if emulator_url is None:
-        return []
-    realm = "9341453908000000"  # the QuickBooks company of `send-sample`
-    bootstrap = settings.kafka_bootstrap_servers
-    return [
-        "OAuth tokens (--emulator; docs/tokens.md):",
-        f"  emulator      {emulator_url}  (every provider's token endpoint; access tokens live 3 min)",
-        "  seed a grant, hand it over for a connection, revoke it, watch the account events:",
-        f'  curl -s -X POST {emulator_url}/_emulator/grants -d \'{{"provider": "xero"}}\'',
-        f"  curl -s -X PUT -H 'authorization: Bearer <admin token>' {gateway_url}/admin/v1/connections/<id>"
-        '/credentials -d \'{"access_token": "...", "refresh_token": "...", "expires_in": 180}\'',
-        f"  curl -s -X POST {emulator_url}/_emulator/revoke"
-        ' -d \'{"provider": "xero", "token": "<refresh token>"}\'',
-        f"  ledgerhook tail {settings.topic_account_events} --bootstrap {bootstrap}",
-        "",
-        f"Polling (--emulator; docs/emulator.md): accounts polled every {settings.poll_interval_seconds} s,"
-        f" swept every {settings.sweep_interval_seconds} s (QuickBooks, Xero):",
-        f"  ledgerhook emulator connect quickbooks --tenant acme --account {realm} --url {gateway_url}"
-        f" --emulator-url {emulator_url}",
-        f"  ledgerhook emulator change quickbooks invoice --account {realm} --emulator-url {emulator_url}",
-        f"  ledgerhook tail {settings.topic_changes} --bootstrap {bootstrap}"
-        '  (the invoice, data.origin "poll", within seconds)',
-        "",
-    ]

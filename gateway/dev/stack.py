@@ -14,8 +14,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
+from gateway.dev.banner import banner, emulator_banner_lines
 from gateway.dev.embedded import DevStackError, EmbeddedBroker, EmbeddedPostgres, port_in_use
-from gateway.dev.emulator_setup import banner_lines, emulator_defaults, running_emulator
+from gateway.dev.emulator_setup import emulator_defaults, running_emulator
+from gateway.dev.jwt_key import dev_sage_intacct_settings
 from gateway.dev.secrets import DEV_SECRETS
 from gateway.runtime.infra import open_infrastructure
 from gateway.runtime.kafka import ensure_topics
@@ -24,7 +26,7 @@ from gateway.runtime.logs import configure_logging
 from gateway.runtime.migrate import migrate
 from gateway.runtime.server import GatewayServer, uvicorn_config
 from gateway.runtime.worker import running_worker_tasks
-from gateway.settings import ENV_PREFIX, Settings, environment_values, load_settings
+from gateway.settings import Settings, environment_values, load_settings
 from provider_auth.vault import KeyRing
 
 # Where `dev` keeps the key ring it made for secrets at rest (when LEDGERHOOK_ENCRYPTION_KEYS is unset).
@@ -42,6 +44,8 @@ class DevOptions:
     # Run the provider emulator (gateway/dev/emulator) and point every provider's OAuth URLs at it.
     emulator: bool = False
     emulator_port: int = 8900
+    # What `dev` logs on the terminal: quiet by default, so the banner stays in view.
+    log_level: str = "WARNING"
 
 
 def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Settings:
@@ -52,10 +56,11 @@ def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Sett
         "kafka_idempotent_producer": False,
         "topic_partitions": 3,
         "shutdown_drain_seconds": 0,
-        "log_level": "INFO",
     }
     # Webhook URLs of connections point at this stack; secrets survive restarts under its own key ring.
     defaults["public_base_url"] = f"http://{options.host}:{options.port}"
+    # Sage Intacct deliveries carry a JWT: `send-sample sage-intacct` signs with this dev key.
+    defaults |= dev_sage_intacct_settings(options.data_dir)
     if "encryption_keys" not in configured:
         defaults["encryption_keys"] = dev_encryption_keys(options.data_dir)
     if options.emulator:
@@ -67,6 +72,7 @@ def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Sett
         "kafka_bootstrap_servers": bootstrap,
         "host": options.host,
         "port": options.port,
+        "log_level": options.log_level,
     }
     return load_settings(**chosen)
 
@@ -85,38 +91,6 @@ def dev_encryption_keys(data_dir: Path) -> str:
             with os.fdopen(descriptor, "w") as file:
                 file.write(ring)
     return path.read_text().strip()
-
-
-def banner(settings: Settings, options: DevOptions) -> str:
-    """What the developer needs to start using the stack."""
-    base = f"http://{options.host}:{options.port}"
-    secrets = DEV_SECRETS | {
-        name: value for name, value in environment_values().items() if name in DEV_SECRETS
-    }
-    return "\n".join(
-        [
-            "",
-            "Ledgerhook dev stack is up.",
-            f"  gateway       {base}  (webhooks at {base}/webhooks/<provider>)",
-            f"  health        {base}/livez  {base}/readyz  {base}/metrics",
-            f"  admin API     {base}/admin/v1  (Bearer token below; docs/admin-api.md)",
-            f"  kafka         {settings.kafka_bootstrap_servers}  (Tansu, in memory)",
-            f"  postgres      {settings.database_url.get_secret_value()}",
-            f"  data dir      {options.data_dir}",
-            "  dev secrets (override with LEDGERHOOK_* variables):",
-            *(f"    {ENV_PREFIX}{name.upper()}={value}" for name, value in secrets.items()),
-            "",
-            "Try, in another terminal:",
-            f"  ledgerhook send-sample quickbooks --url {base}",
-            f"  ledgerhook connections add --tenant acme --provider custom --account acct-1 --url {base}",
-            f"  ledgerhook tail {settings.topic_raw} --bootstrap {settings.kafka_bootstrap_servers}",
-            f"  ledgerhook tail {settings.topic_changes} --bootstrap {settings.kafka_bootstrap_servers}"
-            f"  (the fan-out worker runs in this process; unroutable: {settings.topic_quarantine})",
-            "",
-            "Ctrl-C stops everything.",
-            "",
-        ]
-    )
 
 
 async def _serve(settings: Settings, options: DevOptions) -> None:
@@ -138,7 +112,7 @@ async def _serve(settings: Settings, options: DevOptions) -> None:
         server = GatewayServer(
             uvicorn_config(settings, app, options.host, options.port), lifecycle, drain_seconds=0
         )
-        tokens = banner_lines(emulator_url, f"http://{options.host}:{options.port}", settings)
+        tokens = emulator_banner_lines(emulator_url, f"http://{options.host}:{options.port}", settings)
         print(
             banner(settings, options) + "\n".join(tokens),
             file=sys.stderr,
@@ -170,7 +144,7 @@ def run_dev_stack(options: DevOptions) -> int:
             file=sys.stderr,
         )
         return 2
-    configure_logging("INFO")
+    configure_logging(options.log_level)
     options.data_dir.mkdir(parents=True, exist_ok=True)
     postgres = EmbeddedPostgres(options.data_dir.resolve() / "postgres")
     broker = EmbeddedBroker(options.kafka_port, log_path=options.data_dir / "broker.log")

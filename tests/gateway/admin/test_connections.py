@@ -3,6 +3,7 @@ details, cursor pages with filters, polling settings, and webhook secrets that n
 
 import uuid
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -52,12 +53,16 @@ async def call(
         return Answer(response.status, response.headers, await response.read())
 
 
+# The phrases of RFC 9110 and docs/admin-api.md, where Python's HTTPStatus still has the older one.
+PHRASES = {422: "Unprocessable Content"}
+
+
 def assert_problem(answer: Answer, status: int) -> dict[str, Any]:
     assert answer.status == status
     assert answer.headers["content-type"] == "application/problem+json"
     problem = answer.json
     assert problem["status"] == status and problem["type"] == "about:blank"
-    assert problem["title"] and problem["detail"]
+    assert problem["title"] == PHRASES.get(status, HTTPStatus(status).phrase) and problem["detail"]
     return problem  # type: ignore[no-any-return]
 
 
