@@ -205,7 +205,7 @@ def change_type_schema(entity: str, operation: str) -> dict[str, Any]:
         "$id": f"{BASE_URI}{event_type}.json",
         "title": event_type,
         "description": f"The data of the `{event_type}` change event.",
-        "$ref": COMMON,
+        "allOf": [{"$ref": COMMON}],  # allOf: draft-07 tools ignore keywords beside a $ref
         "properties": properties,
     }
 

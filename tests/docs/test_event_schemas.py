@@ -189,7 +189,7 @@ def test_every_schema_is_a_valid_2020_12_schema(name: str) -> None:
 def test_per_type_schemas_pin_entity_and_operation(name: str) -> None:
     _, entity, operation, _ = name.split(".")
     schema = SCHEMAS[name]
-    assert schema["$ref"] == COMMON
+    assert schema["allOf"] == [{"$ref": COMMON}]
     assert schema["properties"]["entity"] == {"const": entity}
     assert schema["properties"]["operation"] == {"const": operation}
     data = _data(entity=entity, operation=operation)
