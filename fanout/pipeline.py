@@ -402,6 +402,14 @@ class FanoutWorker:
         self._generation = 0
         self._handing_over = False
         self._backoff = 0.0
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        """True once the consumer has joined its group and been given its partitions (none, when the
+        group has more members than the raw topic has partitions), until `run` returns. Later
+        rebalances keep it: they are part of the work."""
+        return self._ready
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until `stop` is set; the batch being published is finished and committed first."""
@@ -425,6 +433,7 @@ class FanoutWorker:
             while not stop.is_set():
                 await self._step(consumer, stop)
         finally:
+            self._ready = False
             await self._settle()
             await consumer.stop()
             log.info("fan-out worker stopped")
@@ -439,6 +448,7 @@ class FanoutWorker:
         """The rebalance is done: publish again, from polls made from now on."""
         self._generation += 1
         self._handing_over = False
+        self._ready = True
 
     async def _step(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Poll and route one batch while the previous one publishes, then start publishing it."""

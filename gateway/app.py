@@ -1,8 +1,10 @@
 """The Starlette application: routes, and the lifespan that wires services to the infrastructure."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +30,7 @@ from gateway.runtime.oauth import build_token_manager
 from gateway.runtime.polling import rate_limits
 from gateway.settings import Settings, secret_values
 from provider_auth.accounts.store import ConnectionStore
+from provider_auth.tokens import TokenManager
 from provider_auth.vault import KeyRing
 
 WEBHOOK_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -48,10 +51,28 @@ class GatewayApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, lifecycle: Lifecycle, infra: Infrastructure | None = None) -> Starlette:
+@dataclass(frozen=True)
+class InProcessWorker:
+    """What the gateway shares with the worker's tasks when they run in its process (`ledgerhook
+    dev`): one metrics registry (one `/metrics` for both), the process's one token manager (None
+    without encryption keys; its owner closes it) and the tasks' readiness checks, which `/readyz`
+    adds to its own."""
+
+    registry: CollectorRegistry
+    tokens: TokenManager | None
+    checks: Callable[[], Mapping[str, str]]
+
+
+def create_app(
+    settings: Settings,
+    lifecycle: Lifecycle,
+    infra: Infrastructure | None = None,
+    worker: InProcessWorker | None = None,
+) -> Starlette:
     """The gateway app; `lifecycle` tells it when the server drains. It opens its own infrastructure
-    at startup unless `infra` is handed in."""
-    metrics = Metrics()
+    at startup unless `infra` is handed in, and makes its own token manager unless `worker` runs
+    in the same process."""
+    metrics = Metrics(worker.registry if worker is not None else None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,13 +90,18 @@ def create_app(settings: Settings, lifecycle: Lifecycle, infra: Infrastructure |
                 settings.max_body_bytes,
                 settings.retry_after_seconds,
             )
-            app.state.readiness = Readiness(lifecycle, live.producer, live.pool)
+            app.state.readiness = Readiness(
+                lifecycle, live.producer, live.pool, worker.checks if worker is not None else None
+            )
             # Per-connection endpoints get their own ingress: the shared endpoints' path stays as it is.
             keys = settings.encryption_keys
             keyring = KeyRing.parse(keys.get_secret_value()) if keys else None
             store = ConnectionStore(live.pool, keyring)
             # OAuth tokens (provider_auth): credentials endpoint, disconnects, token metrics on /metrics.
-            tokens = build_token_manager(settings, live, metrics.registry)
+            if worker is not None:
+                tokens = worker.tokens
+            else:
+                tokens = build_token_manager(settings, live, metrics.registry)
             sources = ConnectionSources(store, shared, settings, can_store_secrets=keyring is not None)
             app.state.connection_endpoint = ConnectionEndpoint(
                 Ingress(sources, rawlog, metrics, settings.max_body_bytes, settings.retry_after_seconds),
@@ -103,7 +129,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle, infra: Infrastructure |
                 )
             )
             yield
-            if tokens is not None:
+            if worker is None and tokens is not None:
                 await tokens.close()  # refreshes in flight finish and store their tokens
 
     async def webhook(request: Request) -> Response:

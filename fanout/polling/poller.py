@@ -158,6 +158,12 @@ class Poller:
         # Unique per process and per start: a restarted process does not own its predecessor's leases.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._failures: dict[tuple[Provider, str], int] = {}
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        """True once `run` has made its first scheduling pass (synced and leased), until it returns."""
+        return self._ready
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sync, lease and poll until `stop` is set; running polls get `stop_grace_seconds` to finish."""
@@ -175,6 +181,7 @@ class Poller:
                     # ever starting; they hold at most `backfill_slots`, and polls the rest.
                     await self._start_backfills(polls, backfills)
                     await self._start_polls(polls, backfills)
+                    self._ready = True
                 except Exception as exc:  # the database is down, say: look again after the pause
                     log.warning(
                         "poll scheduling failed",
@@ -184,6 +191,7 @@ class Poller:
             if polls or backfills:
                 await asyncio.wait(polls | backfills, timeout=self._config.stop_grace_seconds)
         finally:
+            self._ready = False
             # Cancelled, or out of grace: the leases of unfinished work run out and are taken over.
             running = polls | backfills
             for task in running:

@@ -1,7 +1,7 @@
 """`/livez`, `/readyz` and `/metrics`, as both the gateway and the worker process serve them."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -24,19 +24,31 @@ async def livez(request: Request) -> Response:
 
 
 class Readiness:
-    """Ready when not draining and both the broker and the database answer."""
+    """Ready when not draining, both the broker and the database answer, and each of `tasks` (the
+    worker's tasks, by name: `starting`, `ok`, `stopped`) is `ok`."""
 
-    def __init__(self, lifecycle: Lifecycle, producer: AIOKafkaProducer, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        producer: AIOKafkaProducer,
+        pool: asyncpg.Pool,
+        tasks: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self._lifecycle = lifecycle
         self._producer = producer
         self._pool = pool
+        self._tasks = tasks
+
+    async def checks(self) -> dict[str, str]:
+        """Each check's state, `ok` when ready: the broker, the database, then the tasks."""
+        broker, database = await asyncio.gather(self._broker(), self._database())
+        return {"broker": broker, "database": database, **(self._tasks() if self._tasks else {})}
 
     async def readyz(self, request: Request) -> Response:
         """200 with each check's state, or 503 naming what is not ready."""
         if self._lifecycle.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
-        broker, database = await asyncio.gather(self._broker(), self._database())
-        checks = {"broker": broker, "database": database}
+        checks = await self.checks()
         ready = all(state == "ok" for state in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503

@@ -1,17 +1,18 @@
 """`ledgerhook worker`: the worker process, running the fan-out worker and the periodic tasks.
 
 It opens the infrastructure once, runs its tasks on it (each an `async run(stop)`) and serves the
-health endpoints on `LEDGERHOOK_WORKER_PORT`. On SIGTERM (or Ctrl-C) every task finishes what it is
-doing, the fan-out worker committing its current batch; a task that fails stops the others and the
-process exits 1, so the orchestrator restarts it. `ledgerhook dev` runs the same tasks in its own
-process (`running_worker_tasks`).
+health endpoints on `LEDGERHOOK_WORKER_PORT`: `/readyz` answers 200 once the tasks that say when
+they are ready are (the fan-out worker has its partitions, the poller runs). On SIGTERM (or Ctrl-C)
+every task finishes what it is doing, the fan-out worker committing its current batch; a task that
+fails stops the others and the process exits 1, so the orchestrator restarts it. `ledgerhook dev`
+runs the same tasks in its own process (`running_worker_tasks`).
 """
 
 import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,6 +32,7 @@ from gateway.runtime.oauth import build_refresher, build_token_manager
 from gateway.runtime.polling import build_poller
 from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStore
+from provider_auth.tokens import TokenManager
 
 log = logging.getLogger("ledgerhook.worker")
 
@@ -43,10 +45,44 @@ class WorkerTask:
 
     name: str
     run: Callable[[asyncio.Event], Awaitable[None]]
+    # Whether the task does its job yet (the fan-out worker has its partitions), for `/readyz`; None
+    # for a task that never holds readiness back.
+    ready: Callable[[], bool] | None = None
 
 
-def worker_tasks(settings: Settings, infra: Infrastructure, registry: CollectorRegistry) -> list[WorkerTask]:
-    """Every task of the worker process, on the given infrastructure (add new periodic tasks here)."""
+class TaskChecks:
+    """The `/readyz` checks of the tasks that say when they are ready: `starting`, then `ok`, then
+    `stopped` once the task returned."""
+
+    def __init__(self, tasks: Sequence[WorkerTask]) -> None:
+        self._tasks = [task for task in tasks if task.ready is not None]
+        self._stopped: set[str] = set()
+
+    def stopped(self, name: str) -> None:
+        """The task `name` has returned."""
+        self._stopped.add(name)
+
+    def __call__(self) -> dict[str, str]:
+        """Each task's state, by task name."""
+        return {task.name: self._state(task) for task in self._tasks}
+
+    def _state(self, task: WorkerTask) -> str:
+        if task.name in self._stopped:
+            return "stopped"
+        return "ok" if task.ready is not None and task.ready() else "starting"
+
+
+def worker_tasks(
+    settings: Settings,
+    infra: Infrastructure,
+    registry: CollectorRegistry,
+    tokens: TokenManager | None = None,
+) -> list[WorkerTask]:
+    """Every task of the worker process, on the given infrastructure (add new periodic tasks here).
+
+    `tokens` is the process's token manager when the caller has one (`dev` shares the gateway's);
+    else one is made here, with its metrics in `registry`.
+    """
     fanout = FanoutWorker(
         WorkerConfig(
             raw_topic=settings.topic_raw,
@@ -65,18 +101,26 @@ def worker_tasks(settings: Settings, infra: Infrastructure, registry: CollectorR
         WorkerMetrics(registry),
     )
     pruner = DedupePruner(infra.pool, timedelta(days=settings.dedupe_retention_days), PRUNE_INTERVAL)
-    tasks = [WorkerTask("fanout", fanout.run), WorkerTask("dedupe-prune", pruner.run)]
+    tasks = [
+        WorkerTask("fanout", fanout.run, ready=lambda: fanout.ready),
+        WorkerTask("dedupe-prune", pruner.run),
+    ]
     # OAuth tokens renewed ahead of expiry (needs LEDGERHOOK_ENCRYPTION_KEYS: tokens are stored encrypted).
-    tokens = build_token_manager(settings, infra, registry)
+    if tokens is None:
+        tokens = build_token_manager(settings, infra, registry)
     if tokens is not None:
         tasks.append(WorkerTask("token-refresher", build_refresher(settings, tokens).run))
         # Change polling reads the providers' APIs with those tokens.
-        tasks.append(WorkerTask("change-poller", build_poller(settings, infra, tokens, registry).run))
+        poller = build_poller(settings, infra, tokens, registry)
+        tasks.append(WorkerTask("change-poller", poller.run, ready=lambda: poller.ready))
     return tasks
 
 
-async def run_tasks(tasks: list[WorkerTask], stop: asyncio.Event) -> None:
-    """Run every task until `stop` is set; the first failure stops the others and is re-raised."""
+async def run_tasks(
+    tasks: Sequence[WorkerTask], stop: asyncio.Event, checks: TaskChecks | None = None
+) -> None:
+    """Run every task until `stop` is set; the first failure stops the others and is re-raised.
+    `checks` learns of each task that returned."""
 
     async def guarded(task: WorkerTask) -> None:
         try:
@@ -85,6 +129,9 @@ async def run_tasks(tasks: list[WorkerTask], stop: asyncio.Event) -> None:
             log.exception("worker task failed", extra={"task": task.name})
             stop.set()
             raise
+        finally:
+            if checks is not None:
+                checks.stopped(task.name)
 
     results = await asyncio.gather(*(guarded(task) for task in tasks), return_exceptions=True)
     for result in results:
@@ -92,24 +139,37 @@ async def run_tasks(tasks: list[WorkerTask], stop: asyncio.Event) -> None:
             raise result
 
 
+@dataclass(frozen=True)
+class RunningTasks:
+    """The worker's tasks running in this process: their `/readyz` checks, and the asyncio task that
+    is done once they all returned (early when one failed)."""
+
+    checks: TaskChecks
+    done: "asyncio.Task[None]"
+
+
 @contextlib.asynccontextmanager
 async def running_worker_tasks(
     settings: Settings,
     infra: Infrastructure,
     registry: CollectorRegistry,
-) -> AsyncIterator[None]:
-    """The worker's tasks in the current event loop for the block (`ledgerhook dev` runs them so).
+    tokens: TokenManager | None = None,
+) -> AsyncIterator[RunningTasks]:
+    """The worker's tasks in the current event loop for the block (`ledgerhook dev` runs them so;
+    `tokens` as for `worker_tasks`).
 
     On exit they finish what they are doing (the fan-out batch in progress is committed); a task
     that failed is re-raised there.
     """
     stop = asyncio.Event()
-    tasks = asyncio.create_task(run_tasks(worker_tasks(settings, infra, registry), stop))
+    tasks = worker_tasks(settings, infra, registry, tokens)
+    checks = TaskChecks(tasks)
+    done = asyncio.create_task(run_tasks(tasks, stop, checks))
     try:
-        yield
+        yield RunningTasks(checks, done)
     finally:
         stop.set()
-        await tasks
+        await done
 
 
 class _HealthServer(uvicorn.Server):
@@ -120,9 +180,16 @@ class _HealthServer(uvicorn.Server):
         yield
 
 
-def health_app(lifecycle: Lifecycle, infra: Infrastructure, registry: CollectorRegistry) -> Starlette:
-    """The worker's health endpoints: `/readyz` checks the broker and the database (503 while stopping)."""
-    return Starlette(routes=health_routes(Readiness(lifecycle, infra.producer, infra.pool).readyz, registry))
+def health_app(
+    lifecycle: Lifecycle,
+    infra: Infrastructure,
+    registry: CollectorRegistry,
+    checks: Callable[[], Mapping[str, str]] | None = None,
+) -> Starlette:
+    """The worker's health endpoints: `/readyz` checks the broker, the database and the tasks'
+    `checks` (503 while stopping)."""
+    readiness = Readiness(lifecycle, infra.producer, infra.pool, checks)
+    return Starlette(routes=health_routes(readiness.readyz, registry))
 
 
 async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -130,9 +197,11 @@ async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
     lifecycle = Lifecycle()
     registry = CollectorRegistry()
     async with open_infrastructure(settings) as infra:
+        tasks = worker_tasks(settings, infra, registry)
+        checks = TaskChecks(tasks)
         health = _HealthServer(
             uvicorn.Config(
-                health_app(lifecycle, infra, registry),
+                health_app(lifecycle, infra, registry, checks),
                 host=settings.host,
                 port=settings.worker_port,
                 log_config=None,
@@ -150,7 +219,7 @@ async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
         drain_task = asyncio.create_task(drain_on_stop())
         log.info("worker started", extra={"port": settings.worker_port})
         try:
-            await run_tasks(worker_tasks(settings, infra, registry), stop)
+            await run_tasks(tasks, stop, checks)
         finally:
             stop.set()
             await drain_task

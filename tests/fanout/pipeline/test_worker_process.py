@@ -179,7 +179,10 @@ async def test_sigkill_mid_batch_then_sigterm(settings_factory: Any) -> None:
         status, body = second.get("/livez")
         assert status == 200
         status, body = second.get("/readyz")
-        assert (status, orjson.loads(body)["checks"]) == (200, {"broker": "ok", "database": "ok"})
+        assert (status, orjson.loads(body)["checks"]) == (
+            200,
+            {"broker": "ok", "database": "ok", "fanout": "ok"},
+        )
         assert "ledgerhook_fanout_records_consumed_total" in second.get("/metrics")[1]
 
         # 3. SIGTERM while busy: the batch in progress is finished and committed, exit 0.
