@@ -1,5 +1,4 @@
-"""The `ledgerhook` command line, one module per command group."""
+"""The `ledgerhook` command line, one module per command group (entry point: `gateway.cli.__main__`).
 
-from gateway.cli.main import main
-
-__all__ = ["main"]
+It imports nothing itself, so that a Ctrl-C while the command line loads is handled there.
+"""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gateway.runtime.preflight import PreflightError, check_database
 from gateway.settings import load_settings
 from provider_auth.accounts.store import ConnectionStore
 from provider_auth.tokens.store import CredentialStore
@@ -83,9 +84,13 @@ def run_keys(args: argparse.Namespace) -> int:
     if settings.encryption_keys is None:
         print("ledgerhook keys rotate: LEDGERHOOK_ENCRYPTION_KEYS is not set", file=sys.stderr)
         return 2
-    report = run_rotate(
-        settings.database_url.get_secret_value(), settings.encryption_keys.get_secret_value(), args.batch_size
-    )
+    database_url = settings.database_url.get_secret_value()
+    try:
+        asyncio.run(check_database(database_url, settings.startup_timeout_seconds))
+    except PreflightError as exc:
+        print(f"ledgerhook keys rotate: {exc}", file=sys.stderr)
+        return 3
+    report = run_rotate(database_url, settings.encryption_keys.get_secret_value(), args.batch_size)
     print(
         f"re-encrypted under key {report.key_id!r}: {report.grants_reencrypted} OAuth grants, "
         f"{report.connections_reencrypted} connections' webhook secrets"

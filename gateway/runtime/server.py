@@ -5,6 +5,9 @@ Shutdown on SIGTERM (or Ctrl-C): `/readyz` turns 503 at once, the listener stays
 `LEDGERHOOK_SHUTDOWN_DRAIN_SECONDS` so load balancers notice, then it closes, in-flight requests
 finish (bounded by `LEDGERHOOK_SHUTDOWN_TIMEOUT_SECONDS`), the producer is flushed, exit 0.
 A second signal skips the rest of the drain; a third forces the exit.
+
+`ledgerhook serve` checks its settings and dependencies before it gets here
+(gateway/runtime/preflight.py); a start-up that still fails is logged in one line, exit 3.
 """
 
 import contextlib
@@ -19,17 +22,54 @@ import time
 from types import FrameType
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.app import create_app
 from gateway.runtime.lifecycle import Lifecycle
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.loops import freeze_startup_heap
+from gateway.runtime.preflight import one_line
 from gateway.settings import Settings
 
 log = logging.getLogger("ledgerhook.server")
 
 STARTUP_FAILURE = 3
+
+
+class BriefLifespanFailures:
+    """The app, with a start-up or shutdown failure logged as one line naming the exception instead
+    of a traceback (the traceback is logged at DEBUG)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection; a failed lifespan is reported from its exception."""
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        # Starlette sends the failure (with the formatted traceback) and then raises: hold the
+        # message until the exception it stands for is known.
+        held: Message | None = None
+
+        async def hold_failure(message: Message) -> None:
+            nonlocal held
+            if message["type"] in ("lifespan.startup.failed", "lifespan.shutdown.failed"):
+                held = message
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_failure)
+        except BaseException as exc:
+            if held is None:
+                raise
+            log.debug("lifespan failed", exc_info=exc)
+            what = "start" if held["type"] == "lifespan.startup.failed" else "stop cleanly"
+            await send({**held, "message": f"the gateway could not {what}: {one_line(exc)}"})
+            raise
+        if held is not None:
+            await send(held)
 
 
 class GatewayServer(uvicorn.Server):
@@ -78,7 +118,7 @@ def run_server_process(settings: Settings, sock: socket.socket | None = None) ->
     """Run one gateway server process until it is signalled; 0 on a clean stop, 3 if it could not start."""
     configure_logging(settings.log_level)
     lifecycle = Lifecycle()
-    app = create_app(settings, lifecycle)
+    app = BriefLifespanFailures(create_app(settings, lifecycle))
     server = GatewayServer(
         uvicorn_config(settings, app, settings.host, settings.port),
         lifecycle,
@@ -98,7 +138,14 @@ def serve(settings: Settings) -> int:
     if settings.workers == 1:
         return run_server_process(settings)
     configure_logging(settings.log_level)
-    sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
+    try:
+        sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
+    except OSError as exc:
+        log.error(
+            "cannot listen on the gateway's address; check LEDGERHOOK_HOST and LEDGERHOOK_PORT",
+            extra={"host": settings.host, "port": settings.port, "reason": exc.strerror or str(exc)},
+        )
+        return STARTUP_FAILURE
     sock.set_inheritable(True)
     context = multiprocessing.get_context("spawn")
     processes = [
@@ -128,7 +175,8 @@ def serve(settings: Settings) -> int:
                     _signal(process.pid, signal.SIGTERM)
             for process in processes:
                 process.join()
-            return 1
+            # One that could not start (exit 3) says the configuration is wrong, not the process.
+            return STARTUP_FAILURE if dead[0].exitcode == STARTUP_FAILURE else 1
         stop.wait(0.5)
     for process in processes:
         process.join()

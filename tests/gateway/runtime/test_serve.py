@@ -8,6 +8,8 @@ import sys
 import time
 
 import aiohttp
+import orjson
+import pytest
 
 from gateway.dev import samples
 from gateway.dev.embedded import EmbeddedBroker, free_port
@@ -145,12 +147,55 @@ async def test_several_workers_share_the_port_and_stop_cleanly(settings: Setting
             process.wait()
 
 
-async def test_serve_without_a_broker_exits_with_startup_failure(settings: Settings) -> None:
+async def test_serve_without_a_broker_names_it_in_one_line(settings: Settings) -> None:
     port = free_port()
     nowhere = EmbeddedBroker(free_port())  # never started: nothing listens there
-    env = env_for(settings, port) | {"LEDGERHOOK_KAFKA_BOOTSTRAP_SERVERS": nowhere.bootstrap}
+    env = env_for(settings, port) | {
+        "LEDGERHOOK_KAFKA_BOOTSTRAP_SERVERS": nowhere.bootstrap,
+        "LEDGERHOOK_STARTUP_TIMEOUT_SECONDS": "1",
+    }
     result = await asyncio.to_thread(
         subprocess.run, [*LEDGERHOOK, "serve"], env=env, capture_output=True, text=True, timeout=90
     )
     assert result.returncode == 3
-    assert "Application startup failed" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"ledgerhook serve: cannot reach Kafka at {nowhere.bootstrap} (connection refused, tried for 1 s);"
+        " check LEDGERHOOK_KAFKA_BOOTSTRAP_SERVERS"
+    )
+    assert "Traceback" not in result.stderr
+
+
+# The server itself, without `ledgerhook serve`'s start-up checks: what still goes wrong while the
+# app starts (here, a broker gone by then) is one log line, not a traceback, and exit 3.
+SERVE_UNCHECKED = (
+    "import sys; from gateway.runtime.server import serve; from gateway.settings import load_settings;"
+)
+SERVE_UNCHECKED += " sys.exit(serve(load_settings()))"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_start_up_failure_past_the_checks_is_one_line_and_exit_3(
+    settings: Settings, workers: int
+) -> None:
+    nowhere = EmbeddedBroker(free_port())
+    env = env_for(settings, free_port()) | {
+        "LEDGERHOOK_KAFKA_BOOTSTRAP_SERVERS": nowhere.bootstrap,
+        "LEDGERHOOK_WORKERS": str(workers),
+    }
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", SERVE_UNCHECKED],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    messages = [orjson.loads(line)["message"] for line in result.stderr.splitlines()]
+    failures = [m for m in messages if m.startswith("the gateway could not start: ")]
+    assert failures and all(
+        m.startswith("the gateway could not start: KafkaConnectionError: Unable to bootstrap from")
+        for m in failures
+    )
+    assert "Application startup failed. Exiting." in messages
