@@ -1,4 +1,4 @@
-"""The quarantine resource: `POST /admin/v1/quarantine/redrive`, and the same redrive for the CLI.
+"""The quarantine resource: `POST /admin/v1/quarantine/redrive` (what `ledgerhook redrive` calls).
 
 Redriven records go back to the raw topic and are processed by the fan-out worker like new
 deliveries (docs/architecture.md, "Quarantine and redrive"; the request: docs/admin-api.md).
@@ -55,7 +55,7 @@ async def redrive_quarantine(
 async def redrive_once(
     settings: Settings, reason: Reason | None = None, delivery_id: str | None = None
 ) -> RedriveResult:
-    """`ledgerhook redrive`: the same, with a producer of its own."""
+    """The same redrive with a producer of its own, for a caller without the gateway's."""
     producer = make_producer(settings)
     await producer.start()
     try:

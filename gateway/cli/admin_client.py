@@ -1,4 +1,5 @@
-"""A small client of the admin API, behind `ledgerhook connections ...` and `credentials ...`.
+"""A small client of the admin API, behind the commands that act on a running gateway (`connections`,
+`credentials`, `redrive`, `backfill`, `sync`, and `send-sample`'s connection lookup).
 
 The URL comes from `--url`, else `LEDGERHOOK_ADMIN_URL`, else http://127.0.0.1:8000; the token from
 `LEDGERHOOK_ADMIN_TOKEN`, else the first of `LEDGERHOOK_ADMIN_TOKENS`, else the dev stack's default.
@@ -123,6 +124,11 @@ class AdminClient:
         path = f"/connections/{connection_id}/backfill"
         return await self._call("POST", path, body)  # type: ignore[no-any-return]
 
+    async def redrive(self, reason: str | None = None, delivery_id: str | None = None) -> dict[str, Any]:
+        """Feed quarantined deliveries back to the fan-out worker; `{"redriven": n, "skipped": m}`."""
+        body = {key: value for key, value in (("reason", reason), ("delivery_id", delivery_id)) if value}
+        return await self._call("POST", "/quarantine/redrive", body)  # type: ignore[no-any-return]
+
     async def _call(
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
     ) -> Any:
@@ -151,7 +157,7 @@ class AdminClient:
         return document
 
 
-def admin_client(url: str | None) -> AdminClient:
+def admin_client(url: str | None, timeout_seconds: float = 10.0) -> AdminClient:
     """A client of the gateway at `url` (`--url`), else the configured one, with the configured token."""
     settings = ClientSettings()
     if settings.admin_token is not None:
@@ -160,7 +166,7 @@ def admin_client(url: str | None) -> AdminClient:
         token = settings.admin_tokens[0].get_secret_value()
     else:
         token = DEV_SECRETS["admin_tokens"]
-    return AdminClient(url or settings.admin_url, token)
+    return AdminClient(url or settings.admin_url, token, timeout_seconds)
 
 
 def json_object(text: str, what: str) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import sys
 from typing import Any
 
 from gateway.cli.admin_client import AdminError, admin_client, json_object, pretty
+from provider_auth.providers import Provider, parse_provider
+from provider_auth.webhooks.registry import SecretHolder, signing
 
 TABLE_COLUMNS = (
     ("ID", "id"),
@@ -22,7 +24,7 @@ TABLE_COLUMNS = (
 def run_connections(args: argparse.Namespace) -> int:
     """Run one action; 1 when the admin API refused it, 2 for unusable arguments."""
     try:
-        output = asyncio.run(connections_action(args))
+        output, note = asyncio.run(connections_action(args))
     except AdminError as exc:
         print(f"ledgerhook connections {args.action}: {exc.describe()}", file=sys.stderr)
         return 1
@@ -31,11 +33,14 @@ def run_connections(args: argparse.Namespace) -> int:
         return 2
     if output:
         print(output)
+    if note:
+        print(f"ledgerhook connections {args.action}: note: {note}", file=sys.stderr)
     return 0
 
 
-async def connections_action(args: argparse.Namespace) -> str:
-    """What one action prints; AdminError or ValueError when it cannot be done."""
+async def connections_action(args: argparse.Namespace) -> tuple[str, str | None]:
+    """What one action prints, and a note for standard error; AdminError or ValueError when it
+    cannot be done."""
     async with admin_client(args.url) as client:
         if args.action == "add":
             metadata = json_object(args.metadata, "--metadata") if args.metadata is not None else None
@@ -48,18 +53,44 @@ async def connections_action(args: argparse.Namespace) -> str:
                 webhook_secret=_secret(args.secret),
                 polling=_polling(args.polling, args.poll_interval),
             )
-            return pretty(created)
+            return pretty(created), webhook_note(created)
         if args.action == "list":
             rows: list[dict[str, Any]] = []
             async for page in client.pages(tenant_id=args.tenant, provider=args.provider, status=args.status):
                 rows.extend(page)
-            return table(rows)
+            return table(rows), None
         if args.action == "show":
-            return pretty(await client.get(args.id))
+            return pretty(await client.get(args.id)), None
         if args.action == "rm":
             await client.delete(args.id)
-            return f"disconnected {args.id}"
+            return f"disconnected {args.id}", None
     raise ValueError(f"unknown action {args.action!r}")
+
+
+def webhook_note(connection: dict[str, Any]) -> str | None:
+    """Why a new connection's webhook_url does not take deliveries yet, and how to fix it; None when
+    it does (or when the provider posts to a shared endpoint)."""
+    provider = parse_provider(str(connection.get("provider")))
+    if provider is None or connection.get("has_webhook_secret"):
+        return None
+    holder = signing(provider).holder
+    if provider is Provider.FRESHBOOKS:
+        return (
+            "no verifier yet: its webhook_url accepts only FreshBooks' callback.verify handshake, which"
+            ' stores one as its secret (docs/admin-api.md, "The FreshBooks verify handshake")'
+        )
+    if holder is SecretHolder.NONE:
+        return (
+            f"{provider.value} deliveries carry a JWT: its webhook_url answers 404 unless the gateway has"
+            " LEDGERHOOK_SAGE_INTACCT_JWT_KEYS (ledgerhook dev sets a dev key)"
+        )
+    if holder is SecretHolder.CONNECTION:
+        return (
+            "no webhook secret, so its webhook_url answers 404 until one is set:"
+            f" PATCH /admin/v1/connections/{connection.get('id')} with"
+            ' {"webhook_secret": "..."} (docs/admin-api.md), or create connections with --secret'
+        )
+    return None
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -5,11 +5,14 @@ A command's module is imported only when that command runs, so that client comma
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from gateway.settings import SettingsError
 
+# Every provider has a webhook scheme (provider_auth/webhooks/registry.py).
+SAMPLE_PROVIDERS = ("quickbooks", "xero", "zoho-books", "freshbooks", "netsuite", "custom", "sage-intacct")
 REDRIVE_REASONS = (
     "unparseable",
     "unknown_account",
@@ -68,16 +71,66 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations and create missing topics")
     migrate.add_argument("--skip-topics", action="store_true", help="leave Kafka topics alone")
 
-    sample = commands.add_parser("send-sample", help="sign a realistic sample delivery and post it")
-    sample.add_argument("provider", choices=["quickbooks", "xero"])
-    sample.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's base URL")
-    sample.add_argument("--account", default=None, help="realm id / tenant id to put in the sample")
+    # The admin API's URL, for the commands that call it.
+    admin_url = argparse.ArgumentParser(add_help=False)
+    admin_url.add_argument(
+        "--url", default=None, help="gateway URL (default: LEDGERHOOK_ADMIN_URL or http://127.0.0.1:8000)"
+    )
+
+    sample = commands.add_parser(
+        "send-sample",
+        help="sign a realistic sample delivery and post it",
+        description="Sign a realistic sample delivery as the provider would and post it to a running"
+        " gateway. QuickBooks and Xero post to their shared endpoint; the other providers to a"
+        " connection's own URL: --connection, else the one active connection of the provider (of"
+        " --account, if given), found through the admin API. Without --secret, samples are signed"
+        " with the dev stack's secrets, so they pass against `ledgerhook dev` as they are.",
+    )
+    sample.add_argument(
+        "provider", metavar="PROVIDER", choices=SAMPLE_PROVIDERS, help=", ".join(SAMPLE_PROVIDERS)
+    )
+    sample.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the gateway's base URL (default: %(default)s)"
+    )
+    sample.add_argument(
+        "--account",
+        default=None,
+        help="the provider account: QuickBooks realm or Xero tenant to put in the sample (default: a"
+        " fixed sample one); for the other providers, which connection to post to",
+    )
+    sample.add_argument(
+        "--connection",
+        default=None,
+        metavar="ID",
+        help="the connection to post to (its account is the sample's)",
+    )
+    sample.add_argument(
+        "--secret",
+        default=None,
+        help="sign with this secret (default: quickbooks and xero, the first of"
+        " LEDGERHOOK_QUICKBOOKS_VERIFIER_TOKENS / LEDGERHOOK_XERO_WEBHOOK_KEYS, else the dev stack's;"
+        " the others, the dev stack's secret for the provider). A freshbooks connection without a"
+        " verifier is handed this one first, through the callback.verify handshake",
+    )
+    sample.add_argument(
+        "--data-dir",
+        default=".ledgerhook",
+        help="`ledgerhook dev`'s data folder, where sage-intacct samples find the dev JWT key"
+        " (default: %(default)s)",
+    )
     sample.add_argument("--legacy", action="store_true", help="QuickBooks legacy eventNotifications format")
 
-    tail = commands.add_parser("tail", help="print a topic's records (CloudEvents pretty-printed)")
-    tail.add_argument("topic")
+    tail = commands.add_parser(
+        "tail",
+        help="print a topic's records (CloudEvents pretty-printed)",
+        description="Print a topic's records, every partition, without a consumer group. Ctrl-C stops.",
+    )
+    tail.add_argument("topic", help="e.g. ledgerhook.changes, ledgerhook.quarantine, ledgerhook.webhooks.raw")
     tail.add_argument(
-        "--bootstrap", default=None, help="default: LEDGERHOOK_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092"
+        "--bootstrap",
+        default=None,
+        help="Kafka bootstrap servers (default: LEDGERHOOK_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092,"
+        " `ledgerhook dev`'s broker)",
     )
     tail.add_argument("--from-end", action="store_true", help="only records produced from now on")
     tail.add_argument("--no-follow", action="store_true", help="exit once caught up")
@@ -87,26 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run the fan-out worker (health and metrics on LEDGERHOOK_WORKER_PORT)"
     )
 
-    redrive = commands.add_parser("redrive", help="feed quarantined deliveries back to the fan-out worker")
-    redrive.add_argument(
-        "--reason",
-        choices=[
-            "unparseable",
-            "unknown_account",
-            "paused",
-            "disconnected",
-            "unknown_connection",
-            "unknown_provider",
-        ],
-        help="only records quarantined for this reason",
+    redrive = commands.add_parser(
+        "redrive",
+        parents=[admin_url],
+        help="feed quarantined deliveries back to the fan-out worker (through the admin API)",
     )
+    redrive.add_argument("--reason", choices=REDRIVE_REASONS, help="only records quarantined for this reason")
     redrive.add_argument("--delivery-id", default=None, help="only the records of this delivery")
-
-    # The admin API's URL, for the commands that call it.
-    admin_url = argparse.ArgumentParser(add_help=False)
-    admin_url.add_argument(
-        "--url", default=None, help="gateway URL (default: LEDGERHOOK_ADMIN_URL or http://127.0.0.1:8000)"
-    )
 
     connections = commands.add_parser("connections", help="manage connections through the admin API")
     actions = connections.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -302,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ledgerhook {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: quietly, as a shell reports an interrupted command
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing left to say, and nothing more to flush to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

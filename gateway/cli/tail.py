@@ -1,15 +1,29 @@
-"""`ledgerhook tail <topic>`: print a topic's records; CloudEvents (ce_* headers) shown as events."""
+"""`ledgerhook tail <topic>`: print a topic's records; CloudEvents (ce_* headers) shown as events.
+
+No consumer group: every partition is read from its beginning, or from its end with `--from-end`.
+The default bootstrap is `ledgerhook dev`'s broker.
+"""
 
 import argparse
 import asyncio
-import contextlib
+import logging
 import sys
+import time
 from typing import TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
-from gateway.settings import KafkaSettings
+from gateway.settings import KafkaSettings, describe_errors
+
+CONNECT_SECONDS = 10.0  # how long to try the broker before saying it cannot be reached
+POSITION_SECONDS = 10.0  # how long the partitions' ends may take to read
+
+
+class TailError(Exception):
+    """The topic cannot be read: one line saying why and what to do."""
 
 
 def render(record: ConsumerRecord[bytes, bytes]) -> str:
@@ -44,49 +58,92 @@ async def tail(
     limit: int | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Print records of `topic` (every partition, no consumer group); returns how many were printed."""
+    """Print records of `topic` (every partition, no consumer group); returns how many were printed.
+
+    TailError when the broker cannot be reached or the topic does not exist.
+    """
     # Imported here, as it is needed: a client command loads no server module when it starts.
     from gateway.runtime.kafka import connection_options
 
-    consumer = AIOKafkaConsumer(
-        **connection_options(settings),
-        enable_auto_commit=False,
-        auto_offset_reset="latest" if from_end else "earliest",
-    )
-    await consumer.start()
-    printed = 0
+    bootstrap = settings.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False)
     try:
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS):
+                await consumer.start()
+                topics = await consumer.topics()
+        except (KafkaError, OSError, TimeoutError):
+            raise TailError(
+                f"cannot reach the broker at {bootstrap}; is ledgerhook dev running? (--bootstrap)"
+            ) from None
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
-            await consumer._client.force_metadata_update()  # first look at a new topic
-            partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            print(f"topic {topic!r} does not exist", file=sys.stderr)
-            return 0
+            existing = ", ".join(sorted(name for name in topics if not name.startswith("__"))) or "none"
+            raise TailError(f"topic {topic!r} does not exist at {bootstrap}; its topics: {existing}")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         if from_end:
-            await consumer.seek_to_end(*assigned)
+            await _seek_to_end(consumer, assigned)
+            if follow:
+                print(f"ledgerhook tail: waiting for new records on {topic} (Ctrl-C stops)", file=sys.stderr)
         else:
             await consumer.seek_to_beginning(*assigned)
-        while limit is None or printed < limit:
-            batch = await consumer.getmany(timeout_ms=1000)
-            if not batch and not follow:
-                break
-            for records in batch.values():
-                for record in records:
-                    print(render(record), file=out, flush=True)
-                    printed += 1
-        return printed
+        return await _print_records(consumer, follow=follow, limit=limit, out=out)
+    except KafkaError as exc:
+        raise TailError(f"lost the broker at {bootstrap} ({type(exc).__name__})") from None
     finally:
         await consumer.stop()
 
 
+async def _seek_to_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+    """Put every partition at its end, so only records produced from now on are read.
+
+    A fetch response's high watermark is exact on every broker; ListOffsets alone is not (Tansu,
+    the dev broker, answers it with the last record batch's base offset + 1, which would replay that
+    batch), so the larger of both is the end.
+    """
+    listed = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        consumer.seek(tp, listed[tp])
+    deadline = time.monotonic() + POSITION_SECONDS
+    while any(consumer.highwater(tp) is None for tp in partitions) and time.monotonic() < deadline:
+        await consumer.getmany(*partitions, timeout_ms=200)  # records before the end: dropped
+    for tp in partitions:
+        consumer.seek(tp, max(listed[tp], consumer.highwater(tp) or 0))
+
+
+async def _print_records(consumer: AIOKafkaConsumer, *, follow: bool, limit: int | None, out: TextIO) -> int:
+    printed = 0
+    while limit is None or printed < limit:
+        batch = await consumer.getmany(timeout_ms=1000)
+        if not batch and not follow:
+            break  # caught up
+        for records in batch.values():
+            for record in records:
+                if limit is not None and printed >= limit:
+                    return printed
+                print(render(record), file=out, flush=True)
+                printed += 1
+    return printed
+
+
 def run_tail(args: argparse.Namespace) -> int:
-    """Print records until Ctrl-C, until caught up (`--no-follow`) or `--max` of them; quietly."""
-    settings = KafkaSettings(**({"kafka_bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
-    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+    """Print records until Ctrl-C (exit 130, quietly), until caught up (`--no-follow`) or `--max` of
+    them; one line and exit 1 when the broker or the topic is not there."""
+    try:
+        settings = KafkaSettings(**({"kafka_bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
+    except ValidationError as exc:
+        print(f"ledgerhook tail: {describe_errors(exc)}", file=sys.stderr)
+        return 2
+    # The client's own retries and warnings would bury the one line that says what is wrong.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL + 1)
+    try:
         asyncio.run(
             tail(settings, args.topic, follow=not args.no_follow, from_end=args.from_end, limit=args.max)
         )
+    except TailError as exc:
+        print(f"ledgerhook tail: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C, the usual way to stop following: quietly
     return 0

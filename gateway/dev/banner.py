@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING
 
+from gateway.dev.samples import SAMPLE_QUICKBOOKS_REALM
 from gateway.dev.secrets import DEV_SECRETS
 from gateway.settings import ENV_PREFIX, Settings, environment_values
 
@@ -10,11 +11,19 @@ if TYPE_CHECKING:
 
 
 def banner(settings: Settings, options: "DevOptions") -> str:
-    """What the developer needs to start using the stack."""
+    """What the developer needs to start using the stack: where everything is, and commands that work
+    as printed, in order (a `# ...` tail is a shell comment, so each line pastes as it is)."""
     base = f"http://{options.host}:{options.port}"
-    secrets = DEV_SECRETS | {
-        name: value for name, value in environment_values().items() if name in DEV_SECRETS
+    bootstrap = settings.kafka_bootstrap_servers
+    # The settings among the dev secrets, as the environment overrides them; connection secrets are
+    # not settings.
+    configured = environment_values()
+    secrets = {
+        name: configured.get(name, value)
+        for name, value in DEV_SECRETS.items()
+        if name in Settings.model_fields
     }
+    custom_secret = DEV_SECRETS["custom_webhook_secret"]
     return "\n".join(
         [
             "",
@@ -22,18 +31,23 @@ def banner(settings: Settings, options: "DevOptions") -> str:
             f"  gateway       {base}  (webhooks at {base}/webhooks/<provider>)",
             f"  health        {base}/livez  {base}/readyz  {base}/metrics",
             f"  admin API     {base}/admin/v1  (Bearer token below; docs/admin-api.md)",
-            f"  kafka         {settings.kafka_bootstrap_servers}  (Tansu, in memory)",
+            f"  kafka         {bootstrap}  (Tansu, in memory)",
             f"  postgres      {settings.database_url.get_secret_value()}",
             f"  data dir      {options.data_dir}",
             "  dev secrets (override with LEDGERHOOK_* variables):",
             *(f"    {ENV_PREFIX}{name.upper()}={value}" for name, value in secrets.items()),
             "",
-            "Try, in another terminal:",
-            f"  ledgerhook send-sample quickbooks --url {base}",
-            f"  ledgerhook connections add --tenant acme --provider custom --account acct-1 --url {base}",
-            f"  ledgerhook tail {settings.topic_raw} --bootstrap {settings.kafka_bootstrap_servers}",
-            f"  ledgerhook tail {settings.topic_changes} --bootstrap {settings.kafka_bootstrap_servers}"
-            f"  (the fan-out worker runs in this process; unroutable: {settings.topic_quarantine})",
+            "Try, in other terminals (tail keeps following):",
+            f"  ledgerhook tail {settings.topic_changes} --bootstrap {bootstrap}"
+            f"  # unroutable deliveries: {settings.topic_quarantine}",
+            f"  ledgerhook connections add --tenant acme --provider custom --account acct-1"
+            f" --secret {custom_secret} --url {base}",
+            f"  ledgerhook send-sample custom --account acct-1 --url {base}"
+            "  # also xero, zoho-books, freshbooks, netsuite, sage-intacct",
+            f"  ledgerhook send-sample quickbooks --url {base}  # no connection for its company yet",
+            "  ledgerhook connections add --tenant acme --provider quickbooks"
+            f" --account {SAMPLE_QUICKBOOKS_REALM} --url {base}",
+            f"  ledgerhook redrive --url {base}  # the quarantined sample, now routed to acme",
             "",
             "Ctrl-C stops everything.",
             "",
@@ -46,7 +60,7 @@ def emulator_banner_lines(emulator_url: str | None, gateway_url: str, settings: 
     how to see a changed record polled onto the changes topic."""
     if emulator_url is None:
         return []
-    realm = "9341453908000000"  # the QuickBooks company of `send-sample`
+    realm = SAMPLE_QUICKBOOKS_REALM
     bootstrap = settings.kafka_bootstrap_servers
     return [
         "OAuth tokens (--emulator; docs/tokens.md):",
@@ -65,6 +79,6 @@ def emulator_banner_lines(emulator_url: str | None, gateway_url: str, settings: 
         f" --emulator-url {emulator_url}",
         f"  ledgerhook emulator change quickbooks invoice --account {realm} --emulator-url {emulator_url}",
         f"  ledgerhook tail {settings.topic_changes} --bootstrap {bootstrap}"
-        '  (the invoice, data.origin "poll", within seconds)',
+        '  # the invoice, data.origin "poll", within seconds',
         "",
     ]

@@ -74,7 +74,8 @@ class DevOptions:
 def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Settings:
     """Settings for the dev stack: embedded services, dev secrets, environment overrides on top."""
     configured = environment_values()
-    defaults: dict[str, Any] = dict(DEV_SECRETS)
+    # The dev secrets that are settings (the others are connections' secrets, for the banner).
+    defaults: dict[str, Any] = {k: v for k, v in DEV_SECRETS.items() if k in Settings.model_fields}
     defaults |= {
         "kafka_idempotent_producer": False,
         "topic_partitions": 3,

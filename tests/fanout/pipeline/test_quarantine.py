@@ -84,6 +84,9 @@ def assert_quarantined_copy(quarantined: Received, raw: Received, reason: str, t
     assert (quarantined.header("ledgerhook-quarantined-at") or "").endswith("Z")
 
 
+CLI = [sys.executable, "-m", "gateway.cli"]
+
+
 async def test_unknown_realm_is_quarantined_then_redriven_by_the_cli(
     stack: PipelineStack, store: ConnectionStore
 ) -> None:
@@ -105,8 +108,9 @@ async def test_unknown_realm_is_quarantined_then_redriven_by_the_cli(
         connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
         result = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "gateway.cli", "redrive", "--reason", "unknown_account"],
-            env=settings_env(stack.settings),
+            # Through the gateway's admin API, with the token from the environment.
+            [*CLI, "redrive", "--reason", "unknown_account", "--url", stack.gateway.base_url],
+            env=settings_env(stack.settings, ADMIN_TOKEN=ADMIN_TOKEN),
             capture_output=True,
             text=True,
             timeout=60,
