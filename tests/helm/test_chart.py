@@ -2,6 +2,7 @@
 
 import base64
 import math
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from tests.paths import REPO_ROOT
+from tests.test_image_recipe import image_command, image_entrypoint
 
 CHART_DIR = REPO_ROOT / "helm" / "ledgerhook"
 KUBERNETES_VERSION = "1.35"
@@ -436,6 +438,23 @@ def test_image_defaults_to_app_version(chart: helm.Chart, default: Rendered) -> 
     pinned = render(chart, {"image": {"tag": "1.2.3", "digest": digest}})
     for workload in pinned.workloads():
         assert container(workload)["image"] == f"ghcr.io/ledgerhook/ledgerhook:1.2.3@{digest}"
+
+
+def test_app_version_is_the_package_version(chart: helm.Chart) -> None:
+    # The default image tag is the appVersion: the image the Dockerfile builds from this package.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert chart.metadata["appVersion"] == project["version"]
+
+
+def test_containers_run_the_images_entrypoint_with_one_command(production: Rendered) -> None:
+    entrypoint = image_entrypoint()
+    commands = {}
+    for workload in production.workloads():
+        runs = container(workload)
+        # No override of the image's ENTRYPOINT, or one equal to it: only the command differs.
+        assert runs.get("command", entrypoint) == entrypoint
+        commands[workload["metadata"]["labels"]["app.kubernetes.io/component"]] = runs["args"]
+    assert commands == {"gateway": image_command(), "worker": ["worker"], "migrate": ["migrate"]}
 
 
 def test_standard_labels(production: Rendered) -> None:
