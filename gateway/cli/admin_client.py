@@ -6,6 +6,8 @@ The URL comes from `--url`, else `LEDGERHOOK_ADMIN_URL`, else http://127.0.0.1:8
 Errors carry the server's problem detail, never the token.
 """
 
+import os
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,7 +145,11 @@ class AdminClient:
                 payload = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AdminError(0, f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from None
+            raise AdminError(
+                0,
+                f"cannot reach the gateway at {self.base_url} ({unreachable_reason(exc)}); is it running?"
+                " (--url, LEDGERHOOK_ADMIN_URL)",
+            ) from None
         if status == 204:
             return None
         try:
@@ -155,6 +161,18 @@ class AdminClient:
                 raise AdminError(status, str(document["detail"]), document.get("errors"))
             raise AdminError(status, f"unexpected answer from {url}")
         return document
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why a request got no answer, in a few words (`connection refused`, `timed out`, ...)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        if isinstance(error, socket.gaierror):
+            return "unknown host"
+        return os.strerror(error.errno).lower() if error.errno else str(error)
+    return str(exc) or type(exc).__name__
 
 
 def admin_client(url: str | None, timeout_seconds: float = 10.0) -> AdminClient:

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from gateway.cli.admin_client import AdminClient, AdminError, admin_client
+from gateway.cli.admin_client import AdminClient, AdminError, admin_client, unreachable_reason
 from gateway.dev import samples
 from gateway.dev.secrets import DEV_CONNECTION_SECRETS, DEV_SECRETS
 from gateway.ingress.delivery import DELIVERY_ID_HEADER
@@ -87,8 +87,11 @@ def run_send_sample(args: argparse.Namespace) -> int:
         print(f"ledgerhook send-sample: {exc.describe()}", file=sys.stderr)
         return 1
     except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
-        print(f"ledgerhook send-sample: cannot reach {args.url}: {reason}", file=sys.stderr)
+        print(
+            f"ledgerhook send-sample: cannot reach {args.url} ({unreachable_reason(exc)});"
+            " is the gateway running? (--url)",
+            file=sys.stderr,
+        )
         return 1
     for result in results:
         print(result.describe())

@@ -198,7 +198,7 @@ async def test_connect_errors_are_one_line_and_change_nothing(gw: RunningGateway
     no_gateway = await cli(
         "connect", "quickbooks", "--tenant", tenant, "--account", REALM, "--url", nowhere, **env
     )
-    one_line_error(no_gateway, 1, f"cannot reach {nowhere}")
+    one_line_error(no_gateway, 1, f"cannot reach the gateway at {nowhere} (connection refused)", "--url")
     unknown = await cli("connect", "quickblocks", "--tenant", tenant, "--account", REALM, **env)
     one_line_error(unknown, 2, "no provider 'quickblocks'", "quickbooks, xero")
     custom = await cli("connect", "custom", "--tenant", tenant, "--account", REALM, **env)
