@@ -18,10 +18,11 @@ COPY gateway/ gateway/
 COPY fanout/ fanout/
 COPY provider_auth/ provider_auth/
 # The wheel, built as tests/test_wheel_install.py builds it, then a virtual environment holding it
-# and its runtime dependencies only (no dev extra), byte-compiled by pip for the runtime's Python.
+# and its runtime dependencies only (no dev extra; the `tracing` extra, so that OTEL_* can turn
+# tracing on), byte-compiled by pip for the runtime's Python.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/ledgerhook \
-    && /opt/ledgerhook/bin/pip install --no-cache-dir /wheels/ledgerhook-*.whl
+    && /opt/ledgerhook/bin/pip install --no-cache-dir "$(ls /wheels/ledgerhook-*.whl)[tracing]"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION

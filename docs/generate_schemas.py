@@ -495,12 +495,27 @@ def _raw_headers() -> dict[str, dict[str, Any]]:
         raw.H_REDRIVE_COUNT: _string(
             "How many times the record was fed back from quarantine (absent: never).", pattern=DIGITS
         ),
+        **_trace_headers(
+            "the record's trace: the fan-out worker's span that quarantined it (from a worker that"
+            " does not trace, the webhook request's)"
+        ),
     }
     names = sorted(
         {value for name, value in vars(raw).items() if name.startswith("H_") and isinstance(value, str)},
         key=lambda name: list(known).index(name) if name in known else len(known),
     )
     return _described(names, known, "raw record headers")
+
+
+def _trace_headers(whose: str) -> dict[str, dict[str, Any]]:
+    """The W3C trace context headers (`fanout.raw`), present when tracing is configured."""
+    return {
+        raw.H_TRACEPARENT: _string(
+            f"W3C `traceparent` of {whose}, when tracing is configured (`OTEL_*`).",
+            pattern=TRACEPARENT_PATTERN,
+        ),
+        raw.H_TRACESTATE: _string("W3C `tracestate` going with `traceparent`, when there is one."),
+    }
 
 
 def _reason_headers(reasons: list[str]) -> dict[str, dict[str, Any]]:
@@ -565,7 +580,7 @@ def quarantined_page_headers() -> dict[str, Any]:
     return {
         "type": "object",
         "required": names,
-        "properties": _described(names, known, "quarantined page headers"),
+        "properties": _described(names, known, "quarantined page headers") | _trace_headers("the poll"),
     }
 
 

@@ -171,9 +171,11 @@ def change_events(
     received_at: datetime,
     body_digest: str | None = None,
     record: dict[str, Any] | None = None,
+    trace: Sequence[tuple[str, bytes]] = (),
 ) -> list[tuple[str, EventRecord]]:
     """`(event id, CloudEvent record)` for each recipient, in order (binary content mode, as
-    `fanout.cloudevents.binary_record` builds one).
+    `fanout.cloudevents.binary_record` builds one); `trace` (`fanout.cloudevents.tracing_extension`)
+    ends every record's headers.
 
     What depends on the change only (its id suffix, time, type, subject, most of the data) is built
     once for all recipients.
@@ -202,5 +204,7 @@ def change_events(
             parts.provider,
             parts.partition_key,
         ]
+        if trace:
+            headers.extend(trace)
         events.append((ident, EventRecord(parts.key, parts.data_prefix + data_suffix, headers)))
     return events

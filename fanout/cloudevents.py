@@ -2,7 +2,8 @@
 
 Attributes travel as `ce_*` headers, the data as the record value (JSON), the record key is the
 connection id (one connection's events stay in order on one partition). Extensions: `ce_tenantid`,
-`ce_connectionid`, `ce_provider`, `ce_partitionkey`. See docs/events.md.
+`ce_connectionid`, `ce_provider`, `ce_partitionkey`, and the distributed tracing extension
+(`ce_traceparent`, `ce_tracestate`) when tracing is on. See docs/events.md.
 """
 
 from collections.abc import Mapping
@@ -11,11 +12,23 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Span
 
+from fanout.raw import trace_headers
 from fanout.timestamps import format_timestamp
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
+# The CloudEvents Distributed Tracing extension in binary mode: W3C trace context.
+CE_TRACEPARENT = "ce_traceparent"
+CE_TRACESTATE = "ce_tracestate"
+
+
+def tracing_extension(span: Span) -> list[tuple[str, bytes]]:
+    """The distributed tracing extension of events made under `span` (`ce_traceparent`, and
+    `ce_tracestate` when it has entries), so a consumer continues the trace; none without a valid
+    span context."""
+    return trace_headers(span, CE_TRACEPARENT, CE_TRACESTATE)
 
 
 # Not frozen, for speed (see `fanout.changes.ProviderChange`).

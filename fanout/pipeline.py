@@ -5,7 +5,8 @@ provider account, route to connections, build events or a quarantine record) whi
 before it is published (`fanout.dedupe.publish_once`: reconciled by record version, deduplicated by
 event id) and its offsets committed. Records of one partition are handled strictly in order. The
 loop, the routing rules and where a crash can still repeat an event: docs/architecture.md, "The
-fan-out worker" and "Reconciliation".
+fan-out worker" and "Reconciliation". With tracing on, each record is processed under a span that
+continues its webhook request's trace, and the events carry it (docs/architecture.md, "Tracing").
 """
 
 import asyncio
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -22,15 +23,17 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from fanout.change_events import Recipient, body_digest, change_events
 from fanout.changes import CONNECTION_ACCOUNT, NormalizedChange, ParseError
+from fanout.cloudevents import tracing_extension
 from fanout.dedupe import Outgoing, publish_once
 from fanout.parsers import PARSERS
 from fanout.quarantine import H_DETAIL, Reason, quarantine_record
-from fanout.raw import H_DELIVERY_ID, RawHeaders, header
+from fanout.raw import H_DELIVERY_ID, RawHeaders, header, trace_headers, trace_parent
 from fanout.reconcile import RecordVersion
 from fanout.vocabulary import normalize
 from provider_auth.accounts.store import Connection, ConnectionStore
@@ -44,6 +47,11 @@ FETCH_MAX_WAIT_MS = 100  # see FanoutWorker.run
 RETRY_BACKOFF = (0.5, 30.0)  # first and longest wait before a failed partition batch is retried
 
 RawRecord: TypeAlias = ConsumerRecord[bytes, bytes]
+
+# How a record's span ends (`ledgerhook.outcome`): its events and quarantine record published; its
+# batch failed (it is read again, under a new span); or its batch was set aside unpublished (a
+# rebalance, or an earlier record of its partition failed) and is read again.
+PUBLISHED, FAILED, SET_ASIDE = "published", "failed", "set_aside"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,27 +181,32 @@ class Router:
         return found
 
     async def route(
-        self, record: RawRecord, cache: dict[Any, Any], raw: RawHeaders | None = None
+        self,
+        record: RawRecord,
+        cache: dict[Any, Any],
+        raw: RawHeaders | None = None,
+        span: Span | None = None,
     ) -> list[Outgoing]:
         """Events (payload order, then connection order) followed by at most one quarantine record.
 
         `cache` holds connection lookups; one per partition batch, so a registration is seen soon.
-        `raw` is the record's headers when the caller has read them already.
+        `raw` is the record's headers when the caller has read them already. With `span` (tracing
+        on), the events and the quarantine record carry its trace context.
         """
         if raw is None:
             raw = RawHeaders.read(record.headers)
         provider = parse_provider(raw.provider) if raw.provider else None
         if provider is None:
             detail = f"provider {raw.provider!r} is unknown" if raw.provider else "no provider header"
-            return [self._quarantine(record, Reason.UNKNOWN_PROVIDER, detail)]
+            return [self._quarantine(record, Reason.UNKNOWN_PROVIDER, detail, span)]
         body = record.value or b""
         try:
             changes = PARSERS[provider](body)
         except ParseError as exc:
-            return [self._quarantine(record, Reason.UNPARSEABLE, f"{provider.value}: {exc}")]
+            return [self._quarantine(record, Reason.UNPARSEABLE, f"{provider.value}: {exc}", span)]
         except Exception as exc:  # a parser bug must not stop the partition: keep the record
             log.exception("parser failed", extra={"provider": provider.value, "delivery_id": raw.delivery_id})
-            return [self._quarantine(record, Reason.UNPARSEABLE, f"parser error {type(exc).__name__}")]
+            return [self._quarantine(record, Reason.UNPARSEABLE, f"parser error {type(exc).__name__}", span)]
         if not changes:
             return []  # intent to receive, or an empty batch
         normalized = [normalize(provider, change) for change in changes]
@@ -210,6 +223,7 @@ class Router:
             for account, connections in targets.items()
         }
         topic = self._config.changes_topic
+        trace = tracing_extension(span) if span is not None else ()
         out: list[Outgoing] = []
         for change in normalized:
             receivers = recipients.get(change.provider_account_id)
@@ -222,6 +236,7 @@ class Router:
                 delivery_id=raw.delivery_id,
                 received_at=received_at,
                 body_digest=digest,
+                trace=trace,
             )
             labels = {"provider": provider.value, "entity": change.entity}  # shared, read only
             reconcile = self._config.reconcile_webhooks
@@ -240,7 +255,7 @@ class Router:
         if problems:
             # One quarantine record per raw record, under the reason ranked first (see _REASON_RANK).
             reason = min((reason for reason, _ in problems), key=_REASON_RANK.index)
-            out.append(self._quarantine(record, reason, "; ".join(detail for _, detail in problems)))
+            out.append(self._quarantine(record, reason, "; ".join(detail for _, detail in problems), span))
         return out
 
     def _recipient(self, connection: Connection) -> Recipient:
@@ -317,7 +332,7 @@ class Router:
             )
         return targets, problems
 
-    def _quarantine(self, record: RawRecord, reason: Reason, detail: str) -> Outgoing:
+    def _quarantine(self, record: RawRecord, reason: Reason, detail: str, span: Span | None) -> Outgoing:
         return quarantine_record(
             quarantine_topic=self._config.quarantine_topic,
             source_topic=record.topic,
@@ -328,6 +343,7 @@ class Router:
             headers=record.headers,
             reason=reason,
             detail=detail,
+            trace=trace_headers(span) if span is not None else (),
         )
 
 
@@ -371,6 +387,17 @@ class _Routed:
     records: list[RawRecord]
     outgoing: list[Outgoing]
     providers: list[str | None]
+    spans: list[Span] = field(default_factory=list)  # one per record, with tracing on
+
+
+def _end_spans(part: _Routed, outcome: str, error: BaseException | None = None) -> None:
+    """End the spans of a partition batch's records, with how the batch ended."""
+    for span in part.spans:
+        span.set_attribute("ledgerhook.outcome", outcome)
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+    part.spans.clear()
 
 
 # Partition -> the offset to read again from: its first record not published.
@@ -388,8 +415,10 @@ class FanoutWorker:
         pool: asyncpg.Pool,
         connections: ConnectionStore,
         metrics: WorkerMetrics,
+        tracer: Tracer | None = None,
     ) -> None:
         self._config = config
+        self._tracer = tracer  # None: tracing is off, no span is made
         self._consumer_options = consumer_options
         self._producer = producer
         self._pool = pool
@@ -462,13 +491,18 @@ class FanoutWorker:
             self._publishing = None
         assigned = consumer.assignment()
         for tp, offset in rewind.items():
-            routed.pop(tp, None)  # polled after the failed records: read again after them
+            aside = routed.pop(tp, None)  # polled after the failed records: read again after them
+            if aside is not None:
+                _end_spans(aside, SET_ASIDE)
             if tp in assigned:
                 consumer.seek(tp, offset)
         # A batch polled before or during a rebalance is dropped: the partitions' owners, this
         # worker included, start again from the committed offsets.
         if routed and generation == self._generation and not self._handing_over:
             self._publishing = asyncio.create_task(self._publish(consumer, routed, started))
+        else:
+            for part in routed.values():
+                _end_spans(part, SET_ASIDE)
         if batch or rewind:
             failed = bool(rewind)
             self._backoff = min(RETRY_BACKOFF[1], max(RETRY_BACKOFF[0], self._backoff * 2)) if failed else 0.0
@@ -494,11 +528,62 @@ class FanoutWorker:
     async def _route_partition(self, records: list[RawRecord]) -> _Routed:
         cache: dict[Any, Any] = {}  # connection lookups of this partition batch
         routed = _Routed(records, [], [])
+        if self._tracer is not None:
+            return await self._route_traced(self._tracer, routed, cache)
         for record in records:
             raw = RawHeaders.read(record.headers)
             routed.providers.append(raw.provider)
             routed.outgoing.extend(await self._router.route(record, cache, raw))
         return routed
+
+    async def _route_traced(self, tracer: Tracer, routed: _Routed, cache: dict[Any, Any]) -> _Routed:
+        """`_route_partition` with a span per record, ended once its batch is published (or not)."""
+        try:
+            for record in routed.records:
+                raw = RawHeaders.read(record.headers)
+                routed.providers.append(raw.provider)
+                span = self._record_span(tracer, record, raw)
+                routed.spans.append(span)
+                outgoing = await self._router.route(record, cache, raw, span)
+                events = 0
+                for item in outgoing:
+                    if item.topic == self._config.changes_topic:
+                        events += 1
+                    else:
+                        span.set_attribute("ledgerhook.quarantine.reason", item.labels["reason"])
+                span.set_attribute("ledgerhook.events", events)
+                routed.outgoing.extend(outgoing)
+        except BaseException as exc:
+            _end_spans(routed, FAILED, exc)
+            raise
+        return routed
+
+    def _record_span(self, tracer: Tracer, record: RawRecord, raw: RawHeaders) -> Span:
+        """The CONSUMER span of one raw record, a child of its webhook request's span (the record's
+        `traceparent`), else the root of a trace of its own."""
+        provider = raw.provider if raw.provider and parse_provider(raw.provider) else "unknown"
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.consumer.group.name": self._config.group_id,
+            "ledgerhook.provider": provider,
+        }
+        if raw.delivery_id:
+            attributes["ledgerhook.delivery_id"] = raw.delivery_id
+        if raw.connection_id:
+            attributes["ledgerhook.connection_id"] = raw.connection_id
+        if raw.redrive_count:
+            attributes["ledgerhook.redrive_count"] = raw.redrive_count
+        return tracer.start_span(
+            f"process {record.topic}",
+            context=trace_parent(record.headers),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
 
     async def _publish(
         self, consumer: AIOKafkaConsumer, routed: dict[TopicPartition, _Routed], started: float
@@ -511,8 +596,10 @@ class FanoutWorker:
         rewind: _Rewind = {}
         for (tp, part), result in zip(routed.items(), results, strict=True):
             if isinstance(result, BaseException):
+                _end_spans(part, FAILED, result)
                 rewind[tp] = self._failed(tp, part.records, result)
             else:
+                _end_spans(part, PUBLISHED)
                 done[tp] = part.records[-1].offset + 1
         # The next batch may publish as soon as this one's transactions are done; the offset
         # commits follow each other in batch order, off that path.

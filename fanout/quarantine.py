@@ -2,17 +2,20 @@
 
 A quarantine record is the original raw record (same key, value and headers) plus the
 `ledgerhook-quarantine-*` headers that say why, from where and when (docs/events.md,
-"`ledgerhook.quarantine`"). `fanout.redrive` strips them and feeds the record back to the raw topic.
+"`ledgerhook.quarantine`"); with tracing on, its `traceparent` is the worker's span that quarantined
+it. `fanout.redrive` strips the quarantine headers and feeds the record back to the raw topic, where
+it continues that trace.
 """
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from fanout.change_events import LEDGERHOOK_NAMESPACE
 from fanout.dedupe import Outgoing
+from fanout.raw import H_TRACEPARENT, H_TRACESTATE
 from fanout.timestamps import format_timestamp
 
 H_REASON = "ledgerhook-quarantine-reason"
@@ -24,6 +27,8 @@ H_QUARANTINED_AT = "ledgerhook-quarantined-at"
 QUARANTINE_HEADERS = frozenset(
     {H_REASON, H_DETAIL, H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_QUARANTINED_AT}
 )
+
+_TRACE_HEADERS = frozenset({H_TRACEPARENT, H_TRACESTATE})
 
 DETAIL_LIMIT = 500
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
@@ -63,10 +68,13 @@ def quarantine_record(
     reason: Reason,
     detail: str,
     now: datetime | None = None,
+    trace: Sequence[tuple[str, bytes]] = (),
 ) -> Outgoing:
-    """The quarantine record for one raw record: the original plus the quarantine headers."""
+    """The quarantine record for one raw record: the original plus the quarantine headers; `trace`
+    (`fanout.raw.trace_headers`), when given, replaces the record's own trace context."""
     # A record quarantined again after a redrive gets fresh quarantine headers, not a second set.
-    kept = [(name, value) for name, value in headers if name not in QUARANTINE_HEADERS]
+    dropped = QUARANTINE_HEADERS | _TRACE_HEADERS if trace else QUARANTINE_HEADERS
+    kept = [(name, value) for name, value in headers if name not in dropped]
     added = [
         (H_REASON, reason.value),
         (H_DETAIL, safe_detail(detail)),
@@ -79,7 +87,7 @@ def quarantine_record(
         topic=quarantine_topic,
         key=key,
         value=value,
-        headers=kept + [(name, text.encode()) for name, text in added],
+        headers=kept + [*trace] + [(name, text.encode()) for name, text in added],
         dedupe_id=quarantine_id(source_topic, partition, offset),
         labels={"reason": reason.value},
     )

@@ -1,13 +1,18 @@
 """The raw topic's record format, shared by its writer (the gateway's ingress) and its reader (the worker).
 
 A raw record is one verified webhook delivery: the body exactly as received, keyed by the provider
-account it names (else by its delivery id), with the `ledgerhook-*` headers named here. What each
-header holds: docs/architecture.md, "The raw record".
+account it names (else by its delivery id), with the `ledgerhook-*` headers named here, and the W3C
+trace context of its webhook request when tracing is on. What each header holds:
+docs/architecture.md, "The raw record".
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from fanout.timestamps import parse_timestamp
 
@@ -18,6 +23,10 @@ H_RECEIVED_AT = "ledgerhook-received-at"
 H_CONTENT_TYPE = "content-type"
 H_PROVIDER_EVENT_ID = "ledgerhook-provider-event-id"
 H_REDRIVE_COUNT = "ledgerhook-redrive-count"
+# W3C trace context (https://www.w3.org/TR/trace-context/), under the names OpenTelemetry's Kafka
+# instrumentations use.
+H_TRACEPARENT = "traceparent"
+H_TRACESTATE = "tracestate"
 
 
 def header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
@@ -65,6 +74,33 @@ class RawHeaders:
 
 
 _READ = frozenset((H_DELIVERY_ID, H_PROVIDER, H_CONNECTION_ID, H_RECEIVED_AT, H_REDRIVE_COUNT))
+
+
+def trace_headers(
+    span: Span, traceparent: str = H_TRACEPARENT, tracestate: str = H_TRACESTATE
+) -> list[tuple[str, bytes]]:
+    """The W3C trace context of `span` as record headers: `traceparent`, and `tracestate` when it
+    has entries (under the names given); none for a span without a valid context."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return []
+    parent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    headers = [(traceparent, parent.encode())]
+    if context.trace_state:
+        headers.append((tracestate, context.trace_state.to_header().encode()))
+    return headers
+
+
+def trace_parent(headers: Iterable[tuple[str, bytes]]) -> Context:
+    """The trace context a record's `traceparent` (and `tracestate`) headers carry, to continue its
+    trace; an empty context when it carries none, or one that is not valid."""
+    carrier: dict[str, str] = {}
+    for key, value in headers:
+        if key in (H_TRACEPARENT, H_TRACESTATE) and key not in carrier:
+            carrier[key] = value.decode("utf-8", "replace")
+    if H_TRACEPARENT not in carrier:
+        return Context()
+    return TraceContextTextMapPropagator().extract(carrier, Context())
 
 
 def redrive_count(headers: Iterable[tuple[str, bytes]]) -> int:

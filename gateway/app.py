@@ -28,6 +28,7 @@ from gateway.runtime.lifecycle import Lifecycle
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.oauth import build_token_manager
 from gateway.runtime.polling import rate_limits
+from gateway.runtime.tracing import INGRESS, TOKENS, Tracing
 from gateway.settings import Settings, secret_values
 from provider_auth.accounts.store import ConnectionStore
 from provider_auth.tokens import TokenManager
@@ -68,11 +69,14 @@ def create_app(
     lifecycle: Lifecycle,
     infra: Infrastructure | None = None,
     worker: InProcessWorker | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """The gateway app; `lifecycle` tells it when the server drains. It opens its own infrastructure
     at startup unless `infra` is handed in, and makes its own token manager unless `worker` runs
-    in the same process."""
+    in the same process. `tracing` is the process's (`gateway.runtime.tracing`); none: off."""
     metrics = Metrics(worker.registry if worker is not None else None)
+    tracing = tracing if tracing is not None else Tracing()
+    ingress_tracer = tracing.tracer(INGRESS)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,6 +93,7 @@ def create_app(
                 metrics,
                 settings.max_body_bytes,
                 settings.retry_after_seconds,
+                ingress_tracer,
             )
             app.state.readiness = Readiness(
                 lifecycle, live.producer, live.pool, worker.checks if worker is not None else None
@@ -101,10 +106,17 @@ def create_app(
             if worker is not None:
                 tokens = worker.tokens
             else:
-                tokens = build_token_manager(settings, live, metrics.registry)
+                tokens = build_token_manager(settings, live, metrics.registry, tracing.tracer(TOKENS))
             sources = ConnectionSources(store, shared, settings, can_store_secrets=keyring is not None)
             app.state.connection_endpoint = ConnectionEndpoint(
-                Ingress(sources, rawlog, metrics, settings.max_body_bytes, settings.retry_after_seconds),
+                Ingress(
+                    sources,
+                    rawlog,
+                    metrics,
+                    settings.max_body_bytes,
+                    settings.retry_after_seconds,
+                    ingress_tracer,
+                ),
                 sources,
                 store,
                 metrics,

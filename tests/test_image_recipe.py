@@ -33,8 +33,10 @@ VENV = "/opt/ledgerhook"
 BUILD_COMMANDS = [
     ["python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", "/wheels", "."],
     ["python", "-m", "venv", VENV],
-    [f"{VENV}/bin/pip", "install", "--no-cache-dir", "/wheels/ledgerhook-*.whl"],
+    [f"{VENV}/bin/pip", "install", "--no-cache-dir", "$(ls /wheels/ledgerhook-*.whl)[tracing]"],
 ]
+# The extras the image installs with the wheel (the exporter, so that OTEL_* can turn tracing on).
+IMAGE_EXTRAS = ("tracing",)
 REQUIRED_LABELS = {
     "org.opencontainers.image.source": "url",
     "org.opencontainers.image.version": "text",
@@ -270,9 +272,10 @@ def test_runtime_stage_has_no_compiler_and_no_dev_extra() -> None:
     for command in run_commands(runtime):
         assert not COMPILERS & set(command), command
         assert "pip" not in " ".join(command) and "apt-get" not in command, command
-    # The wheel goes in without extras, so nothing of the `dev` extra is in the environment.
+    # The wheel goes in with the image's extras only, so nothing of the `dev` extra is in the environment.
     (install,) = [command for command in run_commands(build) if "install" in command]
-    assert not any("[" in token for token in install), install
+    assert install[-1].endswith(f"[{','.join(IMAGE_EXTRAS)}]"), install
+    assert set(IMAGE_EXTRAS) <= set(PROJECT["optional-dependencies"]) - {"dev"}
     assert "[dev]" not in DOCKERFILE.read_text()
 
 

@@ -1,8 +1,8 @@
 """The package as the image installs it: a wheel, in a fresh virtual environment, run outside the checkout.
 
 The wheel is built the way the Dockerfile's build stage builds it (its COPY instructions replayed
-from the build context, then `pip wheel --no-deps`) and installed once, without extras and not
-editable, into a fresh virtual environment both tests share; nothing can come from the source tree.
+from the build context, then `pip wheel --no-deps`) and installed once, with the image's extras only,
+not editable, into a fresh virtual environment both tests share; nothing can come from the source tree.
 To stay fast and offline, that environment sees this environment's copies of the wheel's runtime
 dependencies (and nothing else) through a `.pth` file: pip resolves the wheel's declared dependencies
 against them (`--no-index`), so a module of ours importing an undeclared package fails here. Once
@@ -44,6 +44,7 @@ from provider_auth.vault import KeyRing
 from tests.fanout.pipeline.pipeline_support import expected_id, read_records, validate_data, version_of
 from tests.support import QUICKBOOKS_TOKENS, fresh_database
 from tests.test_image_recipe import (
+    IMAGE_EXTRAS,
     VENV,
     image_command,
     image_entrypoint,
@@ -105,12 +106,14 @@ def build_wheel(root: Path) -> Path:
 
 
 def runtime_distributions(wheel: Path) -> list[importlib.metadata.Distribution]:
-    """The distributions the wheel needs at run time, as installed here: its requirements without
-    extras of its own, and theirs (with the extras asked for), transitively."""
+    """The distributions the wheel needs at run time, as installed here: its requirements with the
+    image's extras (IMAGE_EXTRAS), and theirs (with the extras asked for), transitively."""
     with zipfile.ZipFile(wheel) as archive:
         (name,) = [entry for entry in archive.namelist() if entry.endswith(".dist-info/METADATA")]
         metadata = email.parser.Parser().parsestr(archive.read(name).decode())
-    pending = [(Requirement(line), frozenset[str]()) for line in metadata.get_all("Requires-Dist") or []]
+    pending = [
+        (Requirement(line), frozenset(IMAGE_EXTRAS)) for line in metadata.get_all("Requires-Dist") or []
+    ]
     found: dict[str, importlib.metadata.Distribution] = {}
     seen: set[tuple[str, frozenset[str]]] = set()
     while pending:
@@ -186,7 +189,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         f"{link_entries(root / 'dependencies', runtime)}\n"
     )
     # As the Dockerfile installs it (plus --no-index: the dependencies are already there).
-    run(venv / "bin" / "pip", "install", "--no-cache-dir", "--no-index", "--quiet", wheel, cwd=root)
+    extras = ",".join(IMAGE_EXTRAS)
+    run(
+        venv / "bin" / "pip",
+        "install",
+        "--no-cache-dir",
+        "--no-index",
+        "--quiet",
+        f"{wheel}[{extras}]",
+        cwd=root,
+    )
     everything = {
         entry
         for entry in Path(sysconfig.get_paths()["purelib"]).iterdir()

@@ -5,7 +5,8 @@ accounts that are due, and polls up to `concurrency` of them at once: pages fetc
 into one `origin: "poll"` event per change and active connection and published once (dedupe), and
 the account's watermarks moved only after every page behind them was acknowledged. A crash at any
 instant repeats at most one poll, whose events carry the same ids. Leases and watermarks:
-docs/architecture.md, "Polling state"; the events: docs/events.md.
+docs/architecture.md, "Polling state"; the events: docs/events.md. With tracing on, each poll is a
+span whose trace context its events carry (docs/architecture.md, "Tracing").
 """
 
 import asyncio
@@ -23,9 +24,12 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from fanout.account_events import HistoryGap
 from fanout.changes import ProviderChange
+from fanout.cloudevents import tracing_extension
 from fanout.polling.adapters import ADAPTERS, WEBHOOK_PROVIDERS, PollingModule, oldest_served
 from fanout.polling.backfill import BackfillRunner
 from fanout.polling.backfills import BackfillJobs, BackfillLeaseLost
@@ -42,6 +46,7 @@ from fanout.polling.publishing import (
 )
 from fanout.polling.state import POLLED_PROVIDERS, AccountLease, LeaseLost, PollState
 from fanout.quarantine import safe_detail
+from fanout.raw import trace_headers
 from provider_auth.accounts.store import Connection, ConnectionStatus, ConnectionStore, PollingMode
 from provider_auth.providers import Provider
 
@@ -100,6 +105,12 @@ class _Poll:
     using: int = 0
     server_time: datetime | None = None
     latest: dict[str, datetime] = field(default_factory=dict)
+    # The poll's trace context (tracing on) as its events' and quarantined pages' headers.
+    event_trace: list[tuple[str, bytes]] = field(default_factory=list)
+    record_trace: list[tuple[str, bytes]] = field(default_factory=list)
+    pages: int = 0
+    records: int = 0
+    events: int = 0
 
 
 # Live rate budget entries per provider (scope keys `<provider>/account/<account>/<label>`,
@@ -122,6 +133,9 @@ OK, INACTIVE, AUTH, THROTTLED, UNAVAILABLE, REFUSED, UNPARSEABLE, ERROR = (
     "unparseable",
     "error",
 )
+# Connections not usable yet by design (registered before their tokens were handed over, or
+# paused): their failed polls are logged at INFO, so they do not read as faults.
+EXPECTED_AUTH_REASONS = frozenset({"no_credentials", "paused"})
 
 
 class Poller:
@@ -137,11 +151,13 @@ class Poller:
         metrics: PollerMetrics,
         *,
         owner: str | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._config = config
         self._pool = pool
         self._fetcher = fetcher
         self._metrics = metrics
+        self._tracer = tracer  # None: tracing is off
         self._state = PollState(pool)
         self._connections = ConnectionStore(pool, keyring=None)  # reads no secrets
         self._output = PollOutput(config.topics, pool, producer, metrics)
@@ -273,17 +289,39 @@ class Poller:
             await asyncio.gather(renewal, task, return_exceptions=True)
 
     async def poll(self, lease: AccountLease) -> None:
-        """One poll of a leased account, finished with its outcome; failures are logged, not raised."""
+        """One poll of a leased account, finished with its outcome; failures are logged, not raised.
+
+        With tracing on, the poll is a span of its own (a token refresh it needs is a child), naming
+        the provider, account, entities, pages, records read, events published and outcome."""
+        if self._tracer is None:
+            await self._poll_once(lease, None)
+            return
+        with self._tracer.start_as_current_span(
+            f"poll {lease.provider.value}",
+            context=Context(),
+            kind=SpanKind.INTERNAL,
+            attributes={"ledgerhook.provider": lease.provider.value, "ledgerhook.account": lease.account},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            await self._poll_once(lease, span)
+
+    async def _poll_once(self, lease: AccountLease, span: Span | None) -> None:
         key = (lease.provider, lease.account)
         outcome, delay, detail = OK, None, ""
+        level = logging.WARNING
         try:
-            outcome = await self._poll(lease)
+            outcome = await self._poll(lease, span)
         except LeaseLost as exc:
             log.warning("poll lease lost", extra=_where(lease) | {"detail": str(exc)})
             self._metrics.polls.labels(lease.provider.value, "lease_lost").inc()
+            if span is not None:
+                _note_outcome(span, "lease_lost")
             return
         except NotAuthorized as exc:
             outcome, delay, detail = AUTH, self._config.auth_backoff_seconds, str(exc)
+            if exc.reason in EXPECTED_AUTH_REASONS:
+                level = logging.INFO
         except (Throttled, Unavailable) as exc:
             outcome = THROTTLED if isinstance(exc, Throttled) else UNAVAILABLE
             delay, detail = exc.retry_after or self._backoff(key), str(exc)
@@ -293,13 +331,14 @@ class Poller:
             outcome, delay, detail = UNPARSEABLE, self._backoff(key), str(exc)
         except Exception as exc:
             outcome, delay, detail = ERROR, self._backoff(key), type(exc).__name__
+        if span is not None:
+            _note_outcome(span, outcome)
         if outcome == OK:
             self._failures.pop(key, None)  # due again one interval (the account's) after it started
         else:
             # One line per failed poll: where and why, never a token or a body.
-            log.warning(
-                "poll failed", extra=_where(lease) | {"outcome": outcome, "detail": safe_detail(detail)}
-            )
+            where = _where(lease) | {"outcome": outcome, "detail": safe_detail(detail)}
+            log.log(level, "poll failed", extra=where)
         self._metrics.polls.labels(lease.provider.value, outcome).inc()
         try:
             await self._state.finish(lease, outcome, None if delay is None else timedelta(seconds=delay))
@@ -317,7 +356,7 @@ class Poller:
             cap=float(self._config.poll_interval_seconds),
         )
 
-    async def _poll(self, lease: AccountLease) -> str:
+    async def _poll(self, lease: AccountLease, span: Span | None = None) -> str:
         """Read every change since the watermarks, publish them, then move the watermarks."""
         started = datetime.now(UTC)
         # A connection with polling off gets no polled events, whoever else polls its account.
@@ -331,19 +370,39 @@ class Poller:
         module = ADAPTERS[lease.provider]
         target = poll_target(lease.account, connections)
         poll = _Poll(lease, module, target, connections, started)
-        watermarks = await self._state.watermarks(lease.provider, lease.account)
-        queue = deque(await self._first_requests(poll, watermarks))
-        while queue:
-            request = queue.popleft()
-            body = await self._fetch(poll, request)
-            page = await self._output.parse(lease.provider, module, target, request, body)
-            if poll.server_time is None:
-                poll.server_time = page.server_time
-            _note_latest(poll, page.changes)
-            await self._output.changes(
-                lease.provider, connections, page.changes, origin="poll", received_at=started
-            )
-            queue.extend(module.next_requests(target, request, page))
+        if span is not None:
+            poll.event_trace = tracing_extension(span)
+            poll.record_trace = trace_headers(span)
+            span.set_attribute("ledgerhook.poll.entities", len(module.ENTITIES))
+        try:
+            watermarks = await self._state.watermarks(lease.provider, lease.account)
+            queue = deque(await self._first_requests(poll, watermarks))
+            while queue:
+                request = queue.popleft()
+                body = await self._fetch(poll, request)
+                page = await self._output.parse(
+                    lease.provider, module, target, request, body, trace=poll.record_trace
+                )
+                poll.pages += 1
+                if poll.server_time is None:
+                    poll.server_time = page.server_time
+                _note_latest(poll, page.changes)
+                published = await self._output.changes(
+                    lease.provider,
+                    connections,
+                    page.changes,
+                    origin="poll",
+                    received_at=started,
+                    trace=poll.event_trace,
+                )
+                poll.records += len(page.changes)
+                poll.events += len(published.produced)
+                queue.extend(module.next_requests(target, request, page))
+        finally:
+            if span is not None:
+                span.set_attribute("ledgerhook.poll.pages", poll.pages)
+                span.set_attribute("ledgerhook.poll.records", poll.records)
+                span.set_attribute("ledgerhook.poll.events", poll.events)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._state.advance(conn, lease, _new_watermarks(poll))
         return OK
@@ -382,7 +441,8 @@ class Poller:
                     )
                     for mark, entities in sorted(lost.items())
                     for connection in poll.connections
-                ]
+                ],
+                trace=poll.event_trace,
             )
             log.warning(
                 "changes older than the provider serves are out of reach; history gap published",
@@ -405,6 +465,13 @@ class Poller:
                 if poll.using + 1 >= len(poll.connections):
                     raise
                 poll.using += 1
+
+
+def _note_outcome(span: Span, outcome: str) -> None:
+    """A poll's outcome on its span; anything but `ok` and `inactive` marks it failed."""
+    span.set_attribute("ledgerhook.outcome", outcome)
+    if outcome not in (OK, INACTIVE):
+        span.set_status(Status(StatusCode.ERROR, outcome))
 
 
 def _note_latest(poll: _Poll, changes: Sequence[ProviderChange]) -> None:

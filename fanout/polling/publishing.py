@@ -2,7 +2,8 @@
 published once and reconciled; a page the parser refused, quarantined; a history gap, announced.
 
 Shared by the poller (`fanout.polling.poller`) and the backfill runner (`fanout.polling.backfill`);
-the events: docs/events.md.
+the events: docs/events.md. A poll traced (tracing on) hands its trace context in: its events and
+history gaps carry it as `ce_traceparent`, a page it quarantined as `traceparent`.
 """
 
 import hashlib
@@ -189,15 +190,18 @@ class PollOutput:
         target: PollTarget,
         request: PageRequest,
         body: bytes,
+        *,
+        trace: Sequence[tuple[str, bytes]] = (),
     ) -> PolledPage:
-        """The page `body` answers; PageUnparseable (after quarantining it) when the parser refuses it."""
+        """The page `body` answers; PageUnparseable (after quarantining it, with the headers `trace`)
+        when the parser refuses it."""
         try:
             return module.parse_page(target, request, body)
         except Exception as exc:
             # A parser bug is quarantined like a refused page, naming only the exception's type.
             reason = str(exc) if isinstance(exc, ParseError) else f"parser error {type(exc).__name__}"
             detail = f"{provider.value}: {reason}"
-            await self._quarantine(provider, target.account, request, body, detail)
+            await self._quarantine(provider, target.account, request, body, detail, trace)
             raise PageUnparseable(detail) from None
 
     async def changes(
@@ -208,14 +212,16 @@ class PollOutput:
         *,
         origin: Origin,
         received_at: datetime,
+        trace: Sequence[tuple[str, bytes]] = (),
     ) -> Published:
-        """One page's changes: an event per change and connection, published once (reconciled), acked."""
+        """One page's changes: an event per change and connection (each ending with the headers
+        `trace`), published once (reconciled), acked."""
         recipients = [recipient(c) for c in connections]
         outgoing: list[Outgoing] = []
         for change in changes:
             normalized = normalize(provider, change)
             events = change_events(
-                recipients, normalized, origin=origin, delivery_id=None, received_at=received_at
+                recipients, normalized, origin=origin, delivery_id=None, received_at=received_at, trace=trace
             )
             for (ident, event), to in zip(events, recipients, strict=True):
                 outgoing.append(
@@ -229,9 +235,9 @@ class PollOutput:
         self._metrics.superseded.labels(provider.value).inc(len(published.superseded))
         return published
 
-    async def history_gaps(self, gaps: Sequence[HistoryGap]) -> None:
-        """One `integrated_account:history_gap` per gap, each published once (a repeated poll of the
-        same watermark, or a resumed backfill, finds the same id)."""
+    async def history_gaps(self, gaps: Sequence[HistoryGap], trace: Sequence[tuple[str, bytes]] = ()) -> None:
+        """One `integrated_account:history_gap` per gap (its headers ending with `trace`), each
+        published once (a repeated poll of the same watermark, or a resumed backfill, finds the same id)."""
         records: list[Outgoing] = []
         for gap in gaps:
             ident, event = history_gap_record(gap)
@@ -240,7 +246,7 @@ class PollOutput:
                     topic=self._topics.account_events,
                     key=event.key,
                     value=event.value,
-                    headers=event.headers,
+                    headers=[*event.headers, *trace],
                     dedupe_id=ident,
                     labels={"type": "integrated_account:history_gap"},
                 )
@@ -249,7 +255,13 @@ class PollOutput:
             await publish_once(self._pool, self._producer, records)
 
     async def _quarantine(
-        self, provider: Provider, account: str, request: PageRequest, body: bytes, detail: str
+        self,
+        provider: Provider,
+        account: str,
+        request: PageRequest,
+        body: bytes,
+        detail: str,
+        trace: Sequence[tuple[str, bytes]],
     ) -> None:
         """The page the parser refused, on the quarantine topic with the reason (once per body)."""
         digest = hashlib.sha256(body).hexdigest()
@@ -265,7 +277,7 @@ class PollOutput:
             topic=self._topics.quarantine,
             key=account.encode(),
             value=body,
-            headers=[(name, text.encode()) for name, text in headers],
+            headers=[*((name, text.encode()) for name, text in headers), *trace],
             dedupe_id=str(uuid.uuid5(LEDGERHOOK_NAMESPACE, f"poll|{provider.value}|{account}|{digest}")),
             labels={"reason": POLL_UNPARSEABLE},
         )

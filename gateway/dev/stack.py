@@ -42,6 +42,7 @@ from gateway.runtime.logs import configure_logging
 from gateway.runtime.migrate import migrate
 from gateway.runtime.oauth import build_token_manager
 from gateway.runtime.server import uvicorn_config
+from gateway.runtime.tracing import TOKENS, tracing_from_environment
 from gateway.runtime.worker import RunningTasks, running_worker_tasks
 from gateway.settings import Settings, environment_values, load_settings
 from provider_auth.vault import KeyRing
@@ -332,13 +333,22 @@ async def _serve_until(stop: asyncio.Event, settings: Settings, options: DevOpti
         # The gateway and the worker's tasks share one metrics registry (one `/metrics` carries both)
         # and one token manager (its metrics registered once), closed after both.
         registry = CollectorRegistry()
-        tokens = build_token_manager(settings, infra, registry)
+        # Traces when OTEL_* asks for them (docs/architecture.md, "Tracing"), flushed last.
+        tracing = tracing_from_environment()
+        stack.callback(tracing.shutdown)
+        tokens = build_token_manager(settings, infra, registry, tracing.tracer(TOKENS))
         if tokens is not None:
             stack.push_async_callback(tokens.close)
         tasks = await stack.enter_async_context(
-            running_worker_tasks(settings, infra, registry, tokens=tokens)
+            running_worker_tasks(settings, infra, registry, tokens=tokens, tracing=tracing)
         )
-        app = create_app(settings, lifecycle, infra, worker=InProcessWorker(registry, tokens, tasks.checks))
+        app = create_app(
+            settings,
+            lifecycle,
+            infra,
+            worker=InProcessWorker(registry, tokens, tasks.checks),
+            tracing=tracing,
+        )
         server = _DevServer(uvicorn_config(settings, app, options.host, options.port))
         serving = asyncio.create_task(server.serve())
         try:

@@ -4,20 +4,21 @@ The connection is looked up first (the ingress then hits the cache), so an unrea
 answers 503 with `Retry-After` rather than 404. A FreshBooks connection without a verifier yet takes
 the `callback.verify` handshake: the post is stored like any delivery, its verifier becomes the
 connection's webhook secret, and only then is the answer 200 (docs/admin-api.md, "The FreshBooks
-verify handshake").
+verify handshake"). With tracing on, the request's one span is opened here and covers every answer.
 """
 
 import logging
 from collections.abc import MutableMapping
 from typing import Any
 
+from opentelemetry.trace import Span
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message
 
 from fanout.parsers.freshbooks import verification_code
 from gateway.ingress.body import read_limited
-from gateway.ingress.endpoint import Ingress
+from gateway.ingress.endpoint import CONNECTION_ROUTE, Ingress, note_answer, request_span
 from gateway.ingress.verification import ConnectionSources, FreshBooksHandshake, Source, SourceUnavailable
 from gateway.runtime.infra import DATABASE_ERRORS
 from gateway.runtime.metrics import Metrics
@@ -48,43 +49,60 @@ class ConnectionEndpoint:
 
     async def __call__(self, request: Request) -> Response:
         """Answer one per-connection webhook request."""
+        tracer = self._ingress.tracer
+        if tracer is None:
+            return await self._answer(request, None)
+        with request_span(tracer, request.method, CONNECTION_ROUTE) as span:
+            return await self._answer(request, span)
+
+    async def _answer(self, request: Request, span: Span | None) -> Response:
         provider = parse_provider(request.path_params["provider"])
         if provider is None or request.method != "POST":
-            return await self._ingress(request)
+            return await self._ingress.respond(request, span)
         try:
             source = await self._sources.resolve(provider, request.path_params["connection_id"])
         except SourceUnavailable:
-            return self._unavailable(provider)
+            return self._unavailable(provider, span)
         if source is not None and isinstance(source.scheme, FreshBooksHandshake):
-            return await self._handshake(request, source)
-        return await self._ingress(request)
+            return await self._handshake(request, source, span)
+        return await self._ingress.respond(request, span)
 
-    def _unavailable(self, provider: Provider) -> Response:
+    def _unavailable(self, provider: Provider, span: Span | None) -> Response:
         self._metrics.requests.labels(provider.value, "unavailable").inc()
+        if span is not None:
+            span.set_attribute("ledgerhook.provider", provider.value)
+            note_answer(span, 503, "unavailable")
         return Response(status_code=503, headers={"retry-after": self._retry_after})
 
-    async def _handshake(self, request: Request, source: Source) -> Response:
+    async def _handshake(self, request: Request, source: Source, span: Span | None) -> Response:
         assert source.connection_id is not None
+        if span is not None:
+            span.set_attribute("ledgerhook.provider", source.provider.value)
+            span.set_attribute("ledgerhook.connection_id", source.connection_id)
         try:
             body = await read_limited(request, self._max_body)
         except ClientDisconnect:
+            if span is not None:
+                note_answer(span, 400, "client_disconnected")
             return Response(status_code=400)
         if body is None:
             self._metrics.requests.labels(source.provider.value, "too_large").inc()
+            if span is not None:
+                note_answer(span, 413, "too_large")
             return Response(status_code=413)
         replay = _replayed(request, body)
         verifier = verification_code(body)
         if verifier is None:
-            return await self._ingress(replay)  # the handshake scheme refuses it: 401
+            return await self._ingress.respond(replay, span)  # the handshake scheme refuses it: 401
         try:
             current = await self._store.get(source.connection_id)
         except DATABASE_ERRORS:
-            return self._unavailable(source.provider)
+            return self._unavailable(source.provider, span)
         if current is None or current.has_webhook_secret or not current.receives_events:
             # Changed since it was cached (another process completed the handshake): look again.
             self._sources.invalidate(source.connection_id)
-            return await self._ingress(replay)
-        response = await self._ingress(replay)
+            return await self._ingress.respond(replay, span)
+        response = await self._ingress.respond(replay, span)
         if response.status_code != 200:
             return response
         try:
@@ -92,7 +110,7 @@ class ConnectionEndpoint:
         except DATABASE_ERRORS:
             # Stored on the raw topic but not remembered: 503 makes FreshBooks post it again.
             log.error("freshbooks verifier could not be saved", extra={"connection_id": source.connection_id})
-            return self._unavailable(source.provider)
+            return self._unavailable(source.provider, span)
         finally:
             self._sources.invalidate(source.connection_id)
         log.info("freshbooks callback verified", extra={"connection_id": source.connection_id})

@@ -1,6 +1,7 @@
 """The durable append: a delivery is stored once the raw topic's in-sync replicas have it."""
 
 import asyncio
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -20,20 +21,22 @@ class RawLog:
         self._topic = topic
         self._ack_timeout = ack_timeout
 
-    async def append(self, delivery: RawDelivery) -> None:
-        """Return only once the record is acknowledged (acks=all); else RawLogUnavailable.
+    async def append(self, delivery: RawDelivery, trace: Sequence[tuple[str, bytes]] | None = None) -> None:
+        """Return only once the record is acknowledged (acks=all); else RawLogUnavailable. `trace`
+        is the request's trace context (`traceparent`, `tracestate`), when tracing is on.
 
         A record not acknowledged within the budget may still reach the broker later (Kafka cannot
         take a send back); the provider retries the delivery and the fan-out drops the repeat.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._ack_timeout
+        headers = delivery.headers()
+        if trace:
+            headers.extend(trace)
         try:
             # Waits only when the topic's metadata is missing, bounded by the producer's request
             # timeout, which is the ack budget too (gateway.runtime.kafka.make_producer).
-            pending = await self._producer.send(
-                self._topic, delivery.body, key=delivery.key, headers=delivery.headers()
-            )
+            pending = await self._producer.send(self._topic, delivery.body, key=delivery.key, headers=headers)
         except KafkaError as exc:
             raise RawLogUnavailable(type(exc).__name__) from exc
         if not pending.done():

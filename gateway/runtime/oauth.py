@@ -5,6 +5,7 @@ it for the credentials endpoint and disconnects, the worker for the proactive re
 docs/tokens.md.
 """
 
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from fanout.account_events import AccountEventPublisher
@@ -60,10 +61,14 @@ def token_policy(settings: Settings) -> TokenPolicy:
 
 
 def build_token_manager(
-    settings: Settings, infra: Infrastructure, registry: CollectorRegistry | None = None
+    settings: Settings,
+    infra: Infrastructure,
+    registry: CollectorRegistry | None = None,
+    tracer: Tracer | None = None,
 ) -> TokenManager | None:
     """The process's token manager, or None without `LEDGERHOOK_ENCRYPTION_KEYS` (tokens are only
-    ever stored encrypted)."""
+    ever stored encrypted); its refreshes are spans of `tracer` (the process's `TOKENS` tracer, None
+    when tracing is off)."""
     if settings.encryption_keys is None:
         return None
     keyring = KeyRing.parse(settings.encryption_keys.get_secret_value())
@@ -74,6 +79,7 @@ def build_token_manager(
         StatusTransitions(AccountEventPublisher(infra.producer, settings.topic_account_events)),
         policy=token_policy(settings),
         metrics=TokenMetrics(registry),
+        tracer=tracer,
     )
 
 

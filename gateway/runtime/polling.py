@@ -5,6 +5,7 @@ The poller runs in the worker process; see fanout/polling/poller.py and docs/arc
 "Polling state".
 """
 
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from fanout.polling.budget import ProviderLimits, RateBudgets
@@ -84,9 +85,13 @@ async def after_refusal(manager: TokenManager, connection_id: str) -> AccessToke
 
 
 def build_poller(
-    settings: Settings, infra: Infrastructure, tokens: TokenManager, registry: CollectorRegistry
+    settings: Settings,
+    infra: Infrastructure,
+    tokens: TokenManager,
+    registry: CollectorRegistry,
+    tracer: Tracer | None = None,
 ) -> Poller:
-    """The worker's change poller."""
+    """The worker's change poller; each poll a span of `tracer` (None: tracing is off)."""
     metrics = PollerMetrics(registry)
     budgets = RateBudgets(infra.pool, limits=rate_limits(settings))
     fetcher = PageFetcher(
@@ -98,4 +103,4 @@ def build_poller(
         # is renewed meanwhile) rather than failing and starting over from its first page.
         permit_wait=budgets.minute + 30.0,
     )
-    return Poller(poller_config(settings), infra.pool, infra.producer, fetcher, metrics)
+    return Poller(poller_config(settings), infra.pool, infra.producer, fetcher, metrics, tracer=tracer)

@@ -29,6 +29,7 @@ from gateway.runtime.lifecycle import Lifecycle
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.loops import freeze_startup_heap
 from gateway.runtime.preflight import one_line
+from gateway.runtime.tracing import tracing_from_environment
 from gateway.settings import Settings
 
 log = logging.getLogger("ledgerhook.server")
@@ -118,14 +119,18 @@ def run_server_process(settings: Settings, sock: socket.socket | None = None) ->
     """Run one gateway server process until it is signalled; 0 on a clean stop, 3 if it could not start."""
     configure_logging(settings.log_level)
     lifecycle = Lifecycle()
-    app = BriefLifespanFailures(create_app(settings, lifecycle))
+    tracing = tracing_from_environment()  # once per process: each server process traces on its own
+    app = BriefLifespanFailures(create_app(settings, lifecycle, tracing=tracing))
     server = GatewayServer(
         uvicorn_config(settings, app, settings.host, settings.port),
         lifecycle,
         settings.shutdown_drain_seconds,
     )
     freeze_startup_heap()
-    server.run(sockets=[sock] if sock else None)
+    try:
+        server.run(sockets=[sock] if sock else None)
+    finally:
+        tracing.shutdown()  # the spans still buffered are exported
     return 0 if server.started else STARTUP_FAILURE
 
 

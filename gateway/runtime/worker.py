@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from fanout.dedupe import DedupePruner
 from fanout.pipeline import FanoutWorker, WorkerConfig, WorkerMetrics
+from gateway.runtime.connection_metrics import ConnectionStatusSampler
 from gateway.runtime.health import Readiness, health_routes
 from gateway.runtime.infra import Infrastructure, open_infrastructure
 from gateway.runtime.kafka import connection_options
@@ -30,6 +31,7 @@ from gateway.runtime.logs import configure_logging
 from gateway.runtime.loops import freeze_startup_heap, run_event_loop
 from gateway.runtime.oauth import build_refresher, build_token_manager
 from gateway.runtime.polling import build_poller
+from gateway.runtime.tracing import FANOUT, POLLER, TOKENS, Tracing, tracing_from_environment
 from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStore
 from provider_auth.tokens import TokenManager
@@ -77,12 +79,14 @@ def worker_tasks(
     infra: Infrastructure,
     registry: CollectorRegistry,
     tokens: TokenManager | None = None,
+    tracing: Tracing | None = None,
 ) -> list[WorkerTask]:
     """Every task of the worker process, on the given infrastructure (add new periodic tasks here).
 
     `tokens` is the process's token manager when the caller has one (`dev` shares the gateway's);
-    else one is made here, with its metrics in `registry`.
+    else one is made here, with its metrics in `registry`. `tracing` is the process's (none: off).
     """
+    tracing = tracing if tracing is not None else Tracing()
     fanout = FanoutWorker(
         WorkerConfig(
             raw_topic=settings.topic_raw,
@@ -99,19 +103,23 @@ def worker_tasks(
         infra.pool,
         ConnectionStore(infra.pool, keyring=None),  # routing reads no secrets
         WorkerMetrics(registry),
+        tracing.tracer(FANOUT),
     )
     pruner = DedupePruner(infra.pool, timedelta(days=settings.dedupe_retention_days), PRUNE_INTERVAL)
+    # The ledgerhook_connections gauge (connections by provider and status).
+    sampler = ConnectionStatusSampler(ConnectionStore(infra.pool, keyring=None), registry)
     tasks = [
         WorkerTask("fanout", fanout.run, ready=lambda: fanout.ready),
         WorkerTask("dedupe-prune", pruner.run),
+        WorkerTask("connection-metrics", sampler.run),
     ]
     # OAuth tokens renewed ahead of expiry (needs LEDGERHOOK_ENCRYPTION_KEYS: tokens are stored encrypted).
     if tokens is None:
-        tokens = build_token_manager(settings, infra, registry)
+        tokens = build_token_manager(settings, infra, registry, tracing.tracer(TOKENS))
     if tokens is not None:
         tasks.append(WorkerTask("token-refresher", build_refresher(settings, tokens).run))
         # Change polling reads the providers' APIs with those tokens.
-        poller = build_poller(settings, infra, tokens, registry)
+        poller = build_poller(settings, infra, tokens, registry, tracing.tracer(POLLER))
         tasks.append(WorkerTask("change-poller", poller.run, ready=lambda: poller.ready))
     return tasks
 
@@ -154,15 +162,16 @@ async def running_worker_tasks(
     infra: Infrastructure,
     registry: CollectorRegistry,
     tokens: TokenManager | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[RunningTasks]:
     """The worker's tasks in the current event loop for the block (`ledgerhook dev` runs them so;
-    `tokens` as for `worker_tasks`).
+    `tokens` and `tracing` as for `worker_tasks`).
 
     On exit they finish what they are doing (the fan-out batch in progress is committed); a task
     that failed is re-raised there.
     """
     stop = asyncio.Event()
-    tasks = worker_tasks(settings, infra, registry, tokens)
+    tasks = worker_tasks(settings, infra, registry, tokens, tracing)
     checks = TaskChecks(tasks)
     done = asyncio.create_task(run_tasks(tasks, stop, checks))
     try:
@@ -192,12 +201,12 @@ def health_app(
     return Starlette(routes=health_routes(readiness.readyz, registry))
 
 
-async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
+async def serve_worker(settings: Settings, stop: asyncio.Event, tracing: Tracing | None = None) -> None:
     """The worker process's body: infrastructure, health server and tasks, until `stop` is set."""
     lifecycle = Lifecycle()
     registry = CollectorRegistry()
     async with open_infrastructure(settings) as infra:
-        tasks = worker_tasks(settings, infra, registry)
+        tasks = worker_tasks(settings, infra, registry, tracing=tracing)
         checks = TaskChecks(tasks)
         health = _HealthServer(
             uvicorn.Config(
@@ -230,13 +239,14 @@ async def serve_worker(settings: Settings, stop: asyncio.Event) -> None:
 def run_worker_process(settings: Settings) -> int:
     """`ledgerhook worker`: run until SIGTERM or Ctrl-C; 0 on a clean stop, 1 when a task failed."""
     configure_logging(settings.log_level)
+    tracing = tracing_from_environment()
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig, stop)
-        await serve_worker(settings, stop)
+        await serve_worker(settings, stop, tracing)
 
     freeze_startup_heap()
     try:
@@ -244,6 +254,8 @@ def run_worker_process(settings: Settings) -> int:
     except Exception:
         log.exception("worker stopped on an error")
         return 1
+    finally:
+        tracing.shutdown()  # the spans still buffered are exported
     return 0
 
 

@@ -264,6 +264,14 @@ class ConnectionStore:
         )
         return [_row(r) for r in records]
 
+    async def status_counts(self) -> dict[tuple[Provider, ConnectionStatus], int]:
+        """How many connections each (provider, status) pair has, in one grouped count; pairs
+        without any connection are absent."""
+        records = await self._pool.fetch(
+            "SELECT provider, status, count(*) AS n FROM connections GROUP BY provider, status"
+        )
+        return {(Provider(r["provider"]), ConnectionStatus(r["status"])): int(r["n"]) for r in records}
+
     async def webhook_secrets(self, connection_id: str) -> list[str]:
         """The connection's active webhook secrets, decrypted; [] when it has none."""
         key = canonical_uuid(connection_id)

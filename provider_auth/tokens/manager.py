@@ -3,7 +3,8 @@
 The facade callers use: an in-process cache for fresh tokens, one refresh task per grant in the
 process (single flight), the refresher's entry, and the hand-over and disconnect calls. The refresh
 itself, under the grant's row lock, is `provider_auth.tokens.refresh`; the rules are in
-docs/tokens.md.
+docs/tokens.md. Each refresh is an OpenTelemetry span of the tracer handed in (a no-op one by
+default).
 """
 
 import asyncio
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from provider_auth.accounts.events import ConnectionEvents
 from provider_auth.accounts.store import ConnectionStatus
@@ -84,6 +87,7 @@ class TokenManager:
         metrics: TokenMetrics | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -92,6 +96,7 @@ class TokenManager:
         self.policy = policy or TokenPolicy()
         self.metrics = metrics or TokenMetrics()
         self.clock = clock
+        self.tracer = tracer if tracer is not None else NoOpTracer()
         self._rng = rng or random.Random()
         self._cache: dict[str, _Cached] = {}
         self._flights: dict[str, asyncio.Task[Settled]] = {}
@@ -292,7 +297,9 @@ class TokenManager:
                 metrics=self.metrics,
                 clock=self.clock,
                 rng=self._rng,
+                tracer=self.tracer,
             )
+            # The task copies the current context: a refresh a traced poll needs is a child of its span.
             flight = asyncio.create_task(
                 refresh.run(grant_id, proactive=proactive, rejected=rejected), name=f"refresh {grant_id}"
             )

@@ -7,6 +7,9 @@ pass: an `invalid_grant` is confirmed under a new lock before it is called perma
 another writer is not a revocation), and tokens whose write lost the database connection are
 written again on a new one. The rules and why: docs/tokens.md ("Refreshing exactly once", "Lost
 answers", "Failure classes").
+
+Traced (the tracer handed in): a `token refresh` span per refresh, with the provider, grant and
+outcome, and a CLIENT `token request` span per call to the token endpoint; never a token.
 """
 
 import contextlib
@@ -19,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import assert_never
 
 import asyncpg
+from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
 
 from provider_auth import audit
 from provider_auth.accounts.events import AuthFailure, AuthFailureReason, ConnectionEvents, ReactivationReason
@@ -114,6 +118,7 @@ class GrantRefresh:
         metrics: TokenMetrics,
         clock: Callable[[], float],
         rng: random.Random,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -123,6 +128,7 @@ class GrantRefresh:
         self.metrics = metrics
         self.clock = clock
         self.rng = rng
+        self.tracer = tracer if tracer is not None else NoOpTracer()
 
     async def run(self, grant_id: str, *, proactive: bool, rejected: str | None = None) -> Settled:
         """Refresh the grant if it needs it: a caller's refresh (`proactive` False) when its token is
@@ -132,6 +138,20 @@ class GrantRefresh:
         Raises NoCredentials (the grant is gone), ProviderNotConfigured, and TokenUnavailable when
         the database or the grant's lock cannot be had.
         """
+        attributes: dict[str, str | bool] = {
+            "ledgerhook.grant_id": grant_id,
+            "ledgerhook.refresh.proactive": proactive,
+        }
+        with _span(self.tracer, "token refresh", SpanKind.INTERNAL, attributes) as span:
+            settled = await self._run(grant_id, proactive=proactive, rejected=rejected)
+            span.set_attribute("ledgerhook.provider", settled.record.provider.value)
+            outcome = _settled_outcome(settled)
+            span.set_attribute("ledgerhook.outcome", outcome)
+            if settled.error is not None:
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            return settled
+
+    async def _run(self, grant_id: str, *, proactive: bool, rejected: str | None) -> Settled:
         with _database_errors_as_unavailable():
             recheck: _Recheck | None = None
             for _ in range(_MAX_PASSES):
@@ -257,12 +277,28 @@ class GrantRefresh:
         return await self._succeeded(conn, record, spec, tokens)
 
     async def _request(self, app: OAuthApp, record: GrantRecord) -> TokenSet:
-        if record.grant_type is GrantType.CLIENT_CREDENTIALS:
-            return await self.client.client_credentials(app, record.params)
-        refresh_token = self.store.open_refresh(record)
-        if refresh_token is None:
-            raise NoCredentials(f"grant {record.id} holds no refresh token")
-        return await self.client.refresh(app, refresh_token, record.params)
+        attributes = {
+            "ledgerhook.provider": record.provider.value,
+            "ledgerhook.grant_id": record.id,
+            "ledgerhook.grant_type": record.grant_type.value,
+        }
+        with _span(self.tracer, "token request", SpanKind.CLIENT, attributes) as span:
+            try:
+                if record.grant_type is GrantType.CLIENT_CREDENTIALS:
+                    tokens = await self.client.client_credentials(app, record.params)
+                else:
+                    refresh_token = self.store.open_refresh(record)
+                    if refresh_token is None:
+                        raise NoCredentials(f"grant {record.id} holds no refresh token")
+                    tokens = await self.client.refresh(app, refresh_token, record.params)
+            except TokenRequestError as exc:
+                # The metric's outcome: transient, lost, or the provider's error code.
+                outcome = (exc.reason if exc.kind == "permanent" else exc.kind) or "unknown"
+                span.set_attribute("ledgerhook.outcome", outcome)
+                span.set_status(Status(StatusCode.ERROR, outcome))
+                raise
+            span.set_attribute("ledgerhook.outcome", "success")
+            return tokens
 
     async def _record_loss(
         self, conn: asyncpg.Connection, record: GrantRecord, lost_at: float | None, *, attempt: int
@@ -554,6 +590,31 @@ class GrantRefresh:
         if record is None:
             raise NoCredentials(f"grant {grant_id} is gone")
         return record
+
+
+@contextlib.contextmanager
+def _span(tracer: Tracer, name: str, kind: SpanKind, attributes: Mapping[str, str | bool]) -> Iterator[Span]:
+    """A span of `tracer`, current for the block; an exception escaping it marks it failed by its
+    type only (a message might quote a provider's answer)."""
+    with tracer.start_as_current_span(
+        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+
+
+def _settled_outcome(settled: Settled) -> str:
+    """How a refresh ended, for its span: `refreshed`, `not_needed` (fresh already, or not due),
+    `needs_reauth`, `unavailable` or `failed`."""
+    if settled.error is None:
+        return "refreshed" if settled.refreshed else "not_needed"
+    if isinstance(settled.error, ReauthRequired):
+        return "needs_reauth"
+    return "unavailable" if isinstance(settled.error, TokenUnavailable) else "failed"
 
 
 @contextlib.contextmanager

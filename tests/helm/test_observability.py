@@ -31,6 +31,7 @@ from gateway.dev.embedded import EmbeddedBroker
 from gateway.dev.emulator import Emulator
 from gateway.dev.samples import signed_quickbooks
 from gateway.settings import Settings
+from provider_auth.accounts.store import ConnectionStatus
 from provider_auth.providers import Provider
 from provider_auth.vault import KeyRing
 from tests.fanout.worker_process import WorkerProcess, stop_every_worker
@@ -67,6 +68,8 @@ ALERTS = {
     "LedgerhookAuthenticationErrors",
     "LedgerhookPollWatermarkLag",
 }
+# Gauges every worker replica samples from the same tables: N replicas report the same figure N times.
+REPLICATED_GAUGES = frozenset({"ledgerhook_connections", "ledgerhook_token_connections"})
 # Labels Prometheus puts on a target's series when it scrapes them: no process exports them.
 TARGET_LABELS = frozenset({"namespace", "job", "instance", "pod", "container", "service", "endpoint"})
 # What Grafana puts in place of its built-in variables before a query reaches Prometheus.
@@ -278,6 +281,12 @@ class Exported:
 
     def values(self, name: str, label: str) -> set[str]:
         return {sample.labels[label] for sample in self._samples(name) if label in sample.labels}
+
+    def series(self, name: str, *labels: str) -> dict[tuple[str, ...], float]:
+        """The value of each series of `name`, by the values of `labels`."""
+        return {
+            tuple(sample.labels[label] for label in labels): sample.value for sample in self._samples(name)
+        }
 
     def _samples(self, name: str) -> list[Any]:
         return [sample for family in self.families for sample in family.samples if sample.name == name]
@@ -497,6 +506,49 @@ def result_labels(
                 failures.append(f"{where}: {expr} matches on {sorted(missing)}, missing on one side")
         return left | right
     return frozenset()  # number and string literals
+
+
+def test_gauges_every_worker_reports_are_taken_once_per_namespace(expressions: list[Expression]) -> None:
+    """Summing a replicated gauge over the workers would multiply it by their number: each of its
+    selectors sits right under a `max` that keeps the namespace apart."""
+    failures: list[str] = []
+    checked = 0
+
+    def visit(node: promql_parser.Expr) -> None:
+        nonlocal checked
+        if not isinstance(node, promql_parser.AggregateExpr):
+            return
+        inner = node.expr
+        while isinstance(inner, promql_parser.ParenExpr):
+            inner = inner.expr
+        if isinstance(inner, promql_parser.VectorSelector) and inner.name in REPLICATED_GAUGES:
+            checked += 1
+            grouping = node.modifier.labels if node.modifier else []
+            kind = node.modifier.type if node.modifier else None
+            if (
+                str(node.op) != "max"
+                or kind != promql_parser.AggModifierType.By
+                or "namespace" not in grouping
+            ):
+                failures.append(f"{node}")
+
+    for expression in expressions:
+        promql_parser.walk(expression.parsed(), visit)
+    used = sum(
+        1 for e in expressions for selector in selectors(e.parsed()) if selector.name in REPLICATED_GAUGES
+    )
+    assert checked == used >= 2, "a replicated gauge read without an aggregation"
+    assert failures == []
+
+
+def test_the_worker_exports_every_connection_status_with_zeros(exported: Exported) -> None:
+    # The traffic's database holds two QuickBooks connections (one may be needs_reauth by now);
+    # every other provider and status has a series too, at 0.
+    counts = exported.series("ledgerhook_connections", "provider", "status")
+    assert counts.keys() == {(p.value, s.value) for p in Provider for s in ConnectionStatus}
+    assert sum(counts.values()) == 2
+    assert counts[(QB.value, ConnectionStatus.ACTIVE.value)] >= 1
+    assert sum(value for (provider, _), value in counts.items() if provider == QB.value) == 2
 
 
 # ----- the dashboard ---------------------------------------------------------------------------------

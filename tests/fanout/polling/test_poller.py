@@ -5,9 +5,11 @@ connection's account is not polled and catches up on resume; a poller cancelled 
 nothing and repeats nothing."""
 
 import asyncio
+import logging
 import uuid
 from datetime import datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from fanout.polling import xero
@@ -213,3 +215,26 @@ async def test_a_poller_cancelled_mid_poll_loses_and_repeats_nothing(stack: Toke
     events = polled(await read_events(stack.settings))
     assert len(events) == len(invoices)  # count-exact: the repeated first page was dropped
     assert {e["entity_id"] for e in events} == {r.id for r in invoices}
+
+
+async def test_a_connection_without_tokens_yet_is_not_reported_as_a_fault(
+    stack: TokenStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Registered before its tokens were handed over: its polls fail as `auth`, logged at INFO only,
+    # while a connection whose tokens the provider refuses is a warning.
+    realm = str(uuid.uuid4().int)[:16]
+    await stack.connections.create(f"tenant-{uuid.uuid4().hex[:8]}", QB, realm)
+    revoked_realm = str(uuid.uuid4().int)[:16]
+    grant = stack.emu.issue_grant(QB, CLIENT_ID, accounts=[revoked_realm])
+    await stack.connect(QB, account=revoked_realm, grant=grant)
+    stack.emu.revoke(QB, grant.grant_id)
+    caplog.set_level(logging.INFO, logger="ledgerhook.fanout.poller")
+    async with polling(stack):
+        await eventually(outcome_is(stack, QB, realm, "auth"))
+        await eventually(outcome_is(stack, QB, revoked_realm, "auth"))
+    failed = {
+        record.__dict__["account"]: record.levelno
+        for record in caplog.records
+        if record.getMessage() == "poll failed"
+    }
+    assert failed == {realm: logging.INFO, revoked_realm: logging.WARNING}
