@@ -166,7 +166,10 @@ def create_app(
         Mount("/admin/v1", app=admin),
         *health_routes(readyz, metrics.registry),
     ]
-    return GatewayApp(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
+    app = GatewayApp(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
+    # No redirect for a trailing slash: Starlette would build its Location from the Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 async def _bare_http_error(request: Request, exc: Exception) -> Response:

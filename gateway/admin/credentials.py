@@ -7,11 +7,20 @@ stored encrypted with the key ring and no answer ever contains one. `GET` shows 
 """
 
 import logging
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from aiokafka.errors import KafkaError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,12 +47,83 @@ log = logging.getLogger("ledgerhook.admin")
 
 MAX_BODY_BYTES = 65_536
 MAX_TOKEN_LENGTH = 8192  # Intacct and NetSuite access tokens are JWTs of a few KiB
+MAX_LIFETIME = timedelta(days=3650)  # ten years: a later expiry is a mistake (9999-12-31), not a token
+CLOCK_SKEW = timedelta(minutes=5)  # how far the product's clock may be behind ours
+# As NetSuite writes account ids (`1234567`, `TSTDRV1234567`, `1234567_SB1`); the id becomes part of
+# the token endpoint's host name, so nothing else may pass.
+NETSUITE_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+RFC3339 = "must be an RFC 3339 timestamp with an offset, e.g. 2026-12-01T10:00:00Z"
 
 
 def _token(value: str) -> str:
     if not all(33 <= ord(char) <= 126 for char in value):
         raise ValueError("must be printable ASCII without spaces")
     return value
+
+
+def _scope(value: str) -> str:
+    # Scope tokens are printable ASCII, separated by spaces (RFC 6749, section 3.3).
+    if not all(32 <= ord(char) <= 126 for char in value):
+        raise ValueError("must be printable ASCII (scope tokens separated by spaces)")
+    return value
+
+
+def _account_id(value: str) -> str:
+    if NETSUITE_ACCOUNT.fullmatch(value) is None:
+        raise ValueError("must be a NetSuite account id: letters, digits, _ and -")
+    return value
+
+
+def _seconds(value: Any) -> int:
+    # A whole number: 3600.0 counts (JSON has one kind of number, and some encoders write every one
+    # with a fraction); 0.5, true and "3600" do not.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise ValueError("must be a whole number of seconds")
+    if not 0 < value <= MAX_LIFETIME.total_seconds():
+        raise ValueError(f"must be from 1 to {int(MAX_LIFETIME.total_seconds())} seconds (ten years)")
+    return int(value)
+
+
+def _timestamp(value: Any) -> datetime:
+    # Text only: pydantic would also read a number as seconds since 1970.
+    if not isinstance(value, str):
+        raise ValueError(RFC3339)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(RFC3339) from None
+    if moment.tzinfo is None:
+        raise ValueError("needs an offset (e.g. Z)")
+    if moment > datetime.now(UTC) + MAX_LIFETIME:
+        raise ValueError("must be at most ten years from now")
+    return moment
+
+
+def _access_expiry(moment: datetime) -> datetime:
+    if moment < datetime.now(UTC) - CLOCK_SKEW:
+        raise ValueError(
+            "is in the past: the access token has expired; leave access_token and expires_at out and a "
+            "new one is fetched at once"
+        )
+    return moment
+
+
+def _refresh_expiry(moment: datetime) -> datetime:
+    if moment <= datetime.now(UTC):
+        raise ValueError("is in the past: an expired refresh token cannot be used; ask the user to reconnect")
+    return moment
+
+
+Seconds = Annotated[
+    int,
+    PlainValidator(_seconds),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": int(MAX_LIFETIME.total_seconds())}),
+]
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 Token = Annotated[
@@ -62,15 +142,24 @@ class CredentialsPut(BaseModel):
     refresh_token: Token | None = Field(
         None, description="The refresh token (write-only); required unless grant_type is client_credentials."
     )
-    expires_in: float | None = Field(
-        None, gt=0, le=10 * 365 * 86_400, description="Seconds the access token lives, from now."
+    expires_in: Seconds | None = Field(
+        None, description="Whole seconds the access token lives, from now; at most ten years."
     )
-    expires_at: datetime | None = Field(None, description="When the access token expires (RFC 3339).")
-    refresh_token_expires_at: datetime | None = Field(
+    expires_at: Annotated[Timestamp, AfterValidator(_access_expiry)] | None = Field(
         None,
-        description="When the refresh token expires if unused (QuickBooks: x_refresh_token_expires_in).",
+        description="When the access token expires (RFC 3339, with an offset): from 5 minutes ago to ten"
+        " years ahead.",
     )
-    scope: str | None = Field(None, max_length=2000)
+    refresh_token_expires_at: Annotated[Timestamp, AfterValidator(_refresh_expiry)] | None = Field(
+        None,
+        description="When the refresh token expires if unused (QuickBooks: x_refresh_token_expires_in):"
+        " in the future, at most ten years ahead.",
+    )
+    scope: Annotated[str, AfterValidator(_scope)] | None = Field(
+        None,
+        max_length=2000,
+        description="Printable ASCII, scope tokens separated by spaces; kept for reference.",
+    )
     grant_type: Literal["refresh_token", "client_credentials"] = Field(
         "refresh_token",
         description="`client_credentials`: NetSuite machine-to-machine, tokens minted with the configured "
@@ -79,10 +168,11 @@ class CredentialsPut(BaseModel):
     location: str | None = Field(
         None, description="Zoho Books: the data centre of the user (`location` of Zoho's answer), e.g. `eu`."
     )
-    account_id: str | None = Field(
+    account_id: Annotated[str, AfterValidator(_account_id)] | None = Field(
         None,
         max_length=100,
-        description="NetSuite: the account id, when it differs from provider_account_id.",
+        description="NetSuite: the account id (letters, digits, `_` and `-`), when it differs from"
+        " provider_account_id.",
     )
 
     @model_validator(mode="after")
@@ -93,9 +183,6 @@ class CredentialsPut(BaseModel):
             raise ValueError("refresh_token is required")
         if self.access_token is not None and self.expires_in is None and self.expires_at is None:
             raise ValueError("an access_token needs expires_in or expires_at")
-        for moment in (self.expires_at, self.refresh_token_expires_at):
-            if moment is not None and moment.tzinfo is None:
-                raise ValueError("timestamps need an offset (e.g. Z)")
         return self
 
 
@@ -183,7 +270,7 @@ class CredentialsResource:
             raise Problem(409, f"{connection.provider.value} connections use no OAuth tokens")
         if self._manager is None:
             raise Problem(409, "tokens cannot be stored: the gateway has no LEDGERHOOK_ENCRYPTION_KEYS")
-        errors = _provider_rules(connection.provider, given)
+        errors = _provider_rules(connection.provider, connection.provider_account_id, given)
         if errors:
             raise validation_problem(errors)
         now = self._manager.clock()
@@ -247,7 +334,7 @@ class CredentialsResource:
             )
 
 
-def _provider_rules(provider: Provider, given: CredentialsPut) -> list[dict[str, str]]:
+def _provider_rules(provider: Provider, account: str, given: CredentialsPut) -> list[dict[str, str]]:
     errors = []
     if given.grant_type == "client_credentials" and not SPECS[provider].supports_client_credentials:
         errors.append(
@@ -261,6 +348,13 @@ def _provider_rules(provider: Provider, given: CredentialsPut) -> list[dict[str,
             errors.append({"pointer": "#/location", "detail": f"must be a Zoho data centre: {known}"})
     if given.account_id is not None and provider is not Provider.NETSUITE:
         errors.append({"pointer": "#/account_id", "detail": "only netsuite connections take an account_id"})
+    if provider is Provider.NETSUITE and given.account_id is None and not NETSUITE_ACCOUNT.fullmatch(account):
+        errors.append(
+            {
+                "pointer": "#/account_id",
+                "detail": "required: the connection's provider_account_id is not a NetSuite account id",
+            }
+        )
     return errors
 
 

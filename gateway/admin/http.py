@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from gateway.admin.inputs import lone_surrogate_document, text_errors
 from gateway.admin.problems import Problem, pointer, validation_problem
 from gateway.ingress.body import read_limited
 from provider_auth.accounts.store import Connection, ConnectionStore
@@ -17,7 +18,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 async def read_json_object(request: Request, max_bytes: int, *, optional: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object: 413 over `max_bytes`, 400 not JSON, 422 not an object.
+    """The request body as a JSON object: 413 over `max_bytes`, 400 not JSON, 422 not an object or
+    holding text PostgreSQL cannot store (gateway.admin.inputs), pointing at each such string.
 
     `optional`: a blank body reads as `{}` instead of failing.
     """
@@ -32,9 +34,14 @@ async def read_json_object(request: Request, max_bytes: int, *, optional: bool =
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise Problem(400, "the request body must be JSON") from None
+        document = lone_surrogate_document(body)
+        if document is None:
+            raise Problem(400, "the request body must be JSON") from None
     if not isinstance(document, dict):
         raise validation_problem([{"pointer": "#", "detail": "the body must be a JSON object"}])
+    errors = text_errors(document)
+    if errors:
+        raise validation_problem(errors)
     return document
 
 

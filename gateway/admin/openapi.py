@@ -58,6 +58,17 @@ def add_schemas(document: dict[str, Any], models: Sequence[tuple[type[BaseModel]
     document.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
 
 
+def with_parameter_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with a 422 on every operation: any request may hold a parameter it does not take,
+    or text PostgreSQL cannot store (gateway.admin.inputs)."""
+    reason = {422: "Invalid members or parameters (unknown, empty, repeated, or holding NUL), in `errors`."}
+    for operations in document.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method != "parameters":
+                operation.setdefault("responses", {}).setdefault("422", problem_responses(reason, 422)["422"])
+    return document
+
+
 def _problems(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "The body is not JSON.",

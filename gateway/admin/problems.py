@@ -69,8 +69,10 @@ def validation_problem(errors: list[dict[str, str]], detail: str = "the request 
 
 def pointer(location: tuple[int | str, ...]) -> str:
     """A JSON Pointer (RFC 6901) in URI fragment form for a location in the request body."""
+    # surrogatepass: a member name holding a lone surrogate can still be pointed at.
     escaped = (
-        quote(str(part).replace("~", "~0").replace("/", "~1"), safe=_FRAGMENT_SAFE) for part in location
+        quote(str(part).replace("~", "~0").replace("/", "~1"), safe=_FRAGMENT_SAFE, errors="surrogatepass")
+        for part in location
     )
     return "#/" + "/".join(escaped) if location else "#"
 
@@ -81,7 +83,7 @@ class ProblemError(BaseModel):
     model_config = ConfigDict(title="ProblemError")
 
     pointer: str | None = Field(None, description="JSON Pointer (URI fragment form) into the request body.")
-    parameter: str | None = Field(None, description="The invalid query parameter.")
+    parameter: str | None = Field(None, description="The invalid query or path parameter.")
     detail: str
 
 

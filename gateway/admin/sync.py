@@ -45,6 +45,10 @@ def _instant(value: Any) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise ValueError("give a time zone offset (for example 2026-11-01T00:00:00Z), or a date")
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is valid text, yet before year 1 in UTC
+        raise ValueError("since must be in the year 1 or later, in UTC") from None
     if moment >= datetime.now(UTC):
         raise ValueError("since must be in the past")
     return moment

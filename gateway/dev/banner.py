@@ -9,17 +9,19 @@ from gateway.settings import ENV_PREFIX, Settings, environment_values
 if TYPE_CHECKING:
     from gateway.dev.stack import DevOptions
 
+FROM_ENVIRONMENT = "(from your environment)"  # shown for a secret the environment sets, not its value
+
 
 def banner(settings: Settings, options: "DevOptions") -> str:
     """What the developer needs to start using the stack: where everything is, and commands that work
     as printed, in order (a `# ...` tail is a shell comment, so each line pastes as it is)."""
     base = f"http://{options.host}:{options.port}"
     bootstrap = settings.kafka_bootstrap_servers
-    # The settings among the dev secrets, as the environment overrides them; connection secrets are
-    # not settings.
+    # The settings among the dev secrets (connection secrets are not settings). Only the values dev
+    # chose are printed: one the operator set is theirs, and a terminal's scrollback is no place for it.
     configured = environment_values()
     secrets = {
-        name: configured.get(name, value)
+        name: FROM_ENVIRONMENT if name in configured else value
         for name, value in DEV_SECRETS.items()
         if name in Settings.model_fields
     }

@@ -198,7 +198,9 @@ def health_app(
     """The worker's health endpoints: `/readyz` checks the broker, the database and the tasks'
     `checks` (503 while stopping)."""
     readiness = Readiness(lifecycle, infra.producer, infra.pool, checks)
-    return Starlette(routes=health_routes(readiness.readyz, registry))
+    app = Starlette(routes=health_routes(readiness.readyz, registry))
+    app.router.redirect_slashes = False  # a redirect would be built from the Host header
+    return app
 
 
 async def serve_worker(settings: Settings, stop: asyncio.Event, tracing: Tracing | None = None) -> None:

@@ -1,7 +1,9 @@
 """Admin authentication (missing, wrong, each of several tokens, disabled) and routing problems."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -90,3 +92,52 @@ async def test_unknown_admin_paths_and_methods_are_problems(gw: RunningGateway) 
     status, headers, body = await request(gw, "PUT", "/admin/v1/connections", bearer)
     problem_of(status, headers, body, 405)
     assert set(headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+
+
+async def raw_get(gw: RunningGateway, path: str, authorization: bytes) -> bytes:
+    """`GET path` with the `Authorization` line written byte for byte (no client trims it): the answer."""
+    address = urlsplit(gw.base_url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    try:
+        writer.write(
+            b"GET "
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: gateway\r\nAuthorization: "
+            + authorization
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"bearer " + TOKENS[0].encode(),  # the scheme is case-insensitive (RFC 9110, section 11.1)
+        b"BEARER " + TOKENS[0].encode(),
+        b"Bearer " + TOKENS[0].encode() + b" ",  # spaces around the token are ignored
+        b"Bearer  " + TOKENS[0].encode() + b"\t ",
+        b"  Bearer " + TOKENS[0].encode(),
+    ],
+)
+async def test_the_scheme_in_any_case_and_spaces_around_the_token_are_accepted(
+    gw: RunningGateway, authorization: bytes
+) -> None:
+    answer = await raw_get(gw, "/admin/v1/connections?limit=1", authorization)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Bearer" + TOKENS[0].encode(),  # no space: another scheme
+        b"Bearer " + TOKENS[0].encode() + b"x",
+        b"Bearer " + TOKENS[0].encode() + b" " + TOKENS[1].encode(),  # two tokens are not one
+        b"Bearer\t" + TOKENS[0].encode(),
+    ],
+)
+async def test_a_token_is_still_compared_whole(gw: RunningGateway, authorization: bytes) -> None:
+    answer = await raw_get(gw, "/admin/v1/connections?limit=1", authorization)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]

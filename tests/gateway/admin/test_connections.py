@@ -166,7 +166,7 @@ def _valid(**changes: Any) -> dict[str, Any]:
         (_valid(metadata=["not", "an", "object"]), "#/metadata"),
         (_valid(metadata={"blob": "x" * 17_000}), "#/metadata"),
         (_valid(metadata={"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}), "#/metadata"),
-        (_valid(metadata={"nul": "a\u0000b"}), "#/metadata"),
+        (_valid(metadata={"nul": "a\u0000b"}), "#/metadata/nul"),
         (_valid(unknown_member=1), "#/unknown_member"),
         (_valid(webhook_secret="whsec_not base64!"), "#/webhook_secret"),
         (_valid(webhook_secret="c2VjcmV0LWtleS1ieXRlcw=="), "#/webhook_secret"),

@@ -225,7 +225,10 @@ def test_dev_stack_end_to_end(tmp_path: Path) -> None:
     assert "ledgerhook send-sample quickbooks" in stderr  # the ready-to-paste line
     assert "ledgerhook emulator connect quickbooks --tenant acme" in stderr  # and the polling ones
     assert "ledgerhook emulator change quickbooks invoice" in stderr
-    assert "LEDGERHOOK_XERO_WEBHOOK_KEYS=my-own-xero-key" in stderr
+    # A secret from the environment is shown as set, never printed; the ones dev chose are.
+    assert "LEDGERHOOK_XERO_WEBHOOK_KEYS=(from your environment)" in stderr
+    assert "my-own-xero-key" not in stderr
+    assert "LEDGERHOOK_ADMIN_TOKENS=dev-admin-token" in stderr
     assert "Traceback" not in stderr
     time.sleep(0.5)
     assert processes_using(data_dir) == []  # PostgreSQL stopped

@@ -6,6 +6,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,13 @@ async def test_reconnect_through_the_api_reports_reactivated_once(api: Api) -> N
     assert state["status"] == "needs_reauth" and state["last_error"].startswith("invalid_grant")
     access, refresh = api.emu.issue_grant(Provider.XERO, CLIENT_ID, accounts=["org-1"])
     status, state, _ = await api.call(
-        "PUT", path, {"access_token": access, "refresh_token": refresh, "expires_at": "2099-01-01T00:00:00Z"}
+        "PUT",
+        path,
+        {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_at": (datetime.now(UTC) + timedelta(days=365)).isoformat(),
+        },
     )
     assert status == 200 and state["status"] == "active" and state["reactivated"]
     _, connection, _ = await api.call("GET", f"/connections/{connection_id}")
