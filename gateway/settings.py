@@ -255,6 +255,47 @@ class Settings(KafkaSettings):
     )
     xero_webhook_keys: SecretList = Field((), description="Xero webhook keys, comma-separated.")
 
+    # Connections of the gateway's server, webhooks and admin API alike (gateway/runtime/http_protocol.py).
+    # A provider gives up within seconds (QuickBooks 3, Xero 5: docs/providers.md, QuickBooks Online
+    # and Xero): a head or a body still arriving after these bounds is no provider's delivery.
+    header_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="A request's line and headers must arrive within this time of the connection"
+        " opening, or of their first byte on a kept-alive connection (408 after).",
+    )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A request's body must arrive within this time of its headers (408 after; nothing"
+        " of it is stored).",
+    )
+    keep_alive_seconds: int = Field(
+        # Longer than typical load balancer idle timeouts, so the balancer closes first.
+        75,
+        ge=1,
+        le=3600,
+        description="A connection idle between requests is closed after this long.",
+    )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request line and headers, in bytes (431 above).",
+    )
+    max_header_count: int = Field(
+        100, ge=10, le=10_000, description="Most headers a request may have (431 above)."
+    )
+    max_in_flight: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Requests one gateway process serves at once; more get 503 with `Retry-After`, before"
+        " their body is read (`/livez`, `/readyz` and `/metrics` excepted).",
+    )
+
     # Admin API and connections.
     admin_tokens: SecretList = Field((), description="Bearer tokens for `/admin/v1`, comma-separated.")
     encryption_keys: SecretStr | None = Field(

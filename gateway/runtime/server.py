@@ -25,6 +25,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.app import create_app
+from gateway.runtime.http_protocol import connection_limits, protocol_class
 from gateway.runtime.lifecycle import Lifecycle
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.loops import freeze_startup_heap
@@ -100,18 +101,21 @@ class GatewayServer(uvicorn.Server):
 
 
 def uvicorn_config(settings: Settings, app: ASGIApp, host: str, port: int) -> uvicorn.Config:
-    """uvicorn settings for the gateway: our logging, no server header, bounded shutdown."""
+    """uvicorn settings for the gateway: our logging, no server header, bounded shutdown, and every
+    connection held to the limits of the settings (gateway/runtime/http_protocol.py)."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=protocol_class(connection_limits(settings)),
+        ws="none",  # no WebSocket routes: an upgrade would leave the connection limits behind
         log_config=None,
         access_log=False,
         server_header=False,
         proxy_headers=False,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        timeout_keep_alive=75,  # longer than typical load balancer idle timeouts
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
 
 

@@ -24,6 +24,7 @@ from fanout.dedupe import DedupePruner
 from fanout.pipeline import FanoutWorker, WorkerConfig, WorkerMetrics
 from gateway.runtime.connection_metrics import ConnectionStatusSampler
 from gateway.runtime.health import Readiness, health_routes
+from gateway.runtime.http_protocol import connection_limits, protocol_class
 from gateway.runtime.infra import Infrastructure, open_infrastructure
 from gateway.runtime.kafka import connection_options
 from gateway.runtime.lifecycle import Lifecycle
@@ -215,6 +216,10 @@ async def serve_worker(settings: Settings, stop: asyncio.Event, tracing: Tracing
                 health_app(lifecycle, infra, registry, checks),
                 host=settings.host,
                 port=settings.worker_port,
+                # The limits of the gateway's connections (docs/architecture.md, "Connection limits").
+                http=protocol_class(connection_limits(settings)),
+                ws="none",
+                timeout_keep_alive=settings.keep_alive_seconds,
                 log_config=None,
                 access_log=False,
                 server_header=False,
