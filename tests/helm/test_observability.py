@@ -85,58 +85,72 @@ QB = Provider.QUICKBOOKS
 # Long enough for the worker's first sweep, refresh, backfill and sync; usually a few seconds.
 TRAFFIC_SECONDS = 60.0
 
-# A PrometheusRule as the Prometheus Operator's CRD (monitoring.coreos.com/v1) accepts it, for the
-# members the chart uses; unknown members are refused, as a strict apply would.
+# Pieces of the Prometheus Operator's CRDs (monitoring.coreos.com/v1): a duration, a string map.
 DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
-PROMETHEUS_RULE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
-                "namespace": {"type": "string"},
-                "labels": STRINGS,
-                "annotations": STRINGS,
+
+
+def operator_resource(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a Prometheus Operator resource (monitoring.coreos.com/v1) of `kind` with
+    `spec`, for the members the chart uses; unknown members are refused, as a strict apply would."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": kind},
+            "metadata": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                        "maxLength": 253,
+                    },
+                    "namespace": {"type": "string"},
+                    "labels": STRINGS,
+                    "annotations": STRINGS,
+                },
             },
+            "spec": spec,
         },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["groups"],
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["name", "rules"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "interval": {"type": "string", "pattern": DURATION},
-                            "rules": {
-                                "type": "array",
-                                "minItems": 1,
-                                "items": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["alert", "expr", "labels", "annotations"],
-                                    "properties": {
-                                        "alert": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-                                        "expr": {"type": "string", "minLength": 1},
-                                        "for": {"type": "string", "pattern": DURATION},
-                                        "keep_firing_for": {"type": "string", "pattern": DURATION},
-                                        "labels": STRINGS,
-                                        "annotations": STRINGS,
-                                    },
+    }
+
+
+PROMETHEUS_RULE = operator_resource(
+    "PrometheusRule",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["groups"],
+        "properties": {
+            "groups": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "rules"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": {"type": "string", "pattern": DURATION},
+                        "rules": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["alert", "expr", "labels", "annotations"],
+                                "properties": {
+                                    "alert": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                                    "expr": {"type": "string", "minLength": 1},
+                                    "for": {"type": "string", "pattern": DURATION},
+                                    "keep_firing_for": {"type": "string", "pattern": DURATION},
+                                    "labels": STRINGS,
+                                    "annotations": STRINGS,
                                 },
                             },
                         },
@@ -145,7 +159,7 @@ PROMETHEUS_RULE = {
             },
         },
     },
-}
+)
 
 
 # ----- the expressions -------------------------------------------------------------------------

@@ -19,64 +19,45 @@ from tests.helm.test_chart import (
     container,
     render,
 )
+from tests.helm.test_observability import DURATION, STRINGS, operator_resource
 
-# A PodMonitor as the Prometheus Operator's CRD (monitoring.coreos.com/v1) accepts it, for the
-# members the chart uses; unknown members are refused, as a strict apply would.
-DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
-STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
-POD_MONITOR = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PodMonitor"},
-        "metadata": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
-                "namespace": {"type": "string"},
-                "labels": STRINGS,
-                "annotations": STRINGS,
+# A PodMonitor as the Prometheus Operator accepts it, for the members the chart uses.
+POD_MONITOR = operator_resource(
+    "PodMonitor",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["selector"],
+        "properties": {
+            "selector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"matchLabels": STRINGS},
             },
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["selector"],
-            "properties": {
-                "selector": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"matchLabels": STRINGS},
+            "namespaceSelector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "any": {"type": "boolean"},
+                    "matchNames": {"type": "array", "items": {"type": "string"}},
                 },
-                "namespaceSelector": {
+            },
+            "podMetricsEndpoints": {
+                "type": "array",
+                "items": {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "any": {"type": "boolean"},
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "podMetricsEndpoints": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "port": {"type": "string", "minLength": 1},
-                            "path": {"type": "string"},
-                            "interval": {"type": "string", "pattern": DURATION},
-                            "scrapeTimeout": {"type": "string", "pattern": DURATION},
-                        },
+                        "port": {"type": "string", "minLength": 1},
+                        "path": {"type": "string"},
+                        "interval": {"type": "string", "pattern": DURATION},
+                        "scrapeTimeout": {"type": "string", "pattern": DURATION},
                     },
                 },
             },
         },
     },
-}
+)
 MONITORED = {"metrics": {"serviceMonitor": {"enabled": True}}}
 
 
