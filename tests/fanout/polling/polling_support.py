@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from fanout.polling.budget import RateBudgets
@@ -15,17 +16,25 @@ from fanout.polling.poller import Poller, PollerConfig, PollerMetrics
 from fanout.polling.state import PollState
 from gateway.runtime.polling import ManagerTokens
 from provider_auth.providers import Provider
+from provider_auth.tokens import TokenManager
 from tests.fanout.pipeline.pipeline_support import Received, read_events, validate_data
 from tests.provider_auth.tokens.token_support import TokenStack
 
 
-def new_poller(stack: TokenStack, registry: CollectorRegistry | None = None) -> Poller:
-    """A poller with one-second intervals, as the worker wires it."""
+def new_poller(
+    stack: TokenStack,
+    registry: CollectorRegistry | None = None,
+    *,
+    manager: TokenManager | None = None,
+    tracer: Tracer | None = None,
+) -> Poller:
+    """A poller with one-second intervals, as the worker wires it (on the stack's token manager
+    unless given another, traced when given a tracer)."""
     metrics = PollerMetrics(registry or CollectorRegistry())
     fetcher = PageFetcher(
         stack.http,
         RateBudgets(stack.pool),
-        ManagerTokens(stack.manager, stack.settings),
+        ManagerTokens(manager or stack.manager, stack.settings),
         observe=metrics.observe_request,
         backoff_base=0.05,
     )
@@ -41,7 +50,7 @@ def new_poller(stack: TokenStack, registry: CollectorRegistry | None = None) -> 
         idle_seconds=0.05,
         error_backoff_seconds=0.2,
     )
-    return Poller(config, stack.pool, stack.producer, fetcher, metrics)
+    return Poller(config, stack.pool, stack.producer, fetcher, metrics, tracer=tracer)
 
 
 @asynccontextmanager

@@ -10,47 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode, Tracer
-from prometheus_client import CollectorRegistry
+from opentelemetry.trace import SpanKind, StatusCode
 
 from fanout.polling import quickbooks
-from fanout.polling.budget import RateBudgets
-from fanout.polling.fetcher import PageFetcher
-from fanout.polling.poller import Poller, PollerConfig, PollerMetrics
-from gateway.runtime.polling import ManagerTokens
+from fanout.polling.poller import Poller
 from provider_auth.providers import Provider
-from provider_auth.tokens import TokenManager
 from tests.docs.test_asyncapi import conforming_message
 from tests.fanout.pipeline.pipeline_support import read_events, read_quarantine
-from tests.fanout.polling.polling_support import eventually, outcome_is
+from tests.fanout.polling.polling_support import eventually, new_poller, outcome_is
 from tests.provider_auth.tokens.test_tracing import in_memory, traced_manager
 from tests.provider_auth.tokens.token_support import CLIENT_ID, TokenStack
 
 QB = Provider.QUICKBOOKS
-
-
-def traced_poller(stack: TokenStack, manager: TokenManager, tracer: Tracer) -> Poller:
-    """A poller with one-second intervals, as the worker wires it, with a tracer."""
-    metrics = PollerMetrics(CollectorRegistry())
-    fetcher = PageFetcher(
-        stack.http,
-        RateBudgets(stack.pool),
-        ManagerTokens(manager, stack.settings),
-        observe=metrics.observe_request,
-        backoff_base=0.05,
-    )
-    config = PollerConfig(
-        changes_topic=stack.settings.topic_changes,
-        quarantine_topic=stack.settings.topic_quarantine,
-        account_events_topic=stack.settings.topic_account_events,
-        poll_interval_seconds=1,
-        sweep_interval_seconds=1,
-        lease_seconds=3.0,
-        sync_seconds=0.2,
-        idle_seconds=0.05,
-        error_backoff_seconds=0.2,
-    )
-    return Poller(config, stack.pool, stack.producer, fetcher, metrics, tracer=tracer)
 
 
 @asynccontextmanager
@@ -87,7 +58,7 @@ async def test_a_poll_is_a_span_that_its_token_refresh_events_and_refused_page_c
     book.create("Invoice", TotalAmt=120)
     book.create("Customer", DisplayName="Acme")
 
-    async with running(traced_poller(stack, manager, tracer)):
+    async with running(new_poller(stack, manager=manager, tracer=tracer)):
         await eventually(outcome_is(stack, QB, realm, "ok"))
     polls = [span for span in exporter.get_finished_spans() if span.name == "poll quickbooks"]
     [first] = [span for span in polls if attributes(span)["ledgerhook.poll.events"] > 0]
@@ -116,7 +87,7 @@ async def test_a_poll_is_a_span_that_its_token_refresh_events_and_refused_page_c
     fault = {"Fault": {"type": "SystemFault", "Error": [{"code": "10000", "Message": "internal"}]}}
     stack.emu.fail_next(QB, status=200, endpoint="cdc", body=fault)
     book.create("Invoice")
-    async with running(traced_poller(stack, manager, tracer)):
+    async with running(new_poller(stack, manager=manager, tracer=tracer)):
         await eventually(outcome_is(stack, QB, realm, "unparseable"))
     failed = [
         span
