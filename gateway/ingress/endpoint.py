@@ -30,6 +30,7 @@ from gateway.ingress.rawlog import RawLog, RawLogUnavailable
 from gateway.ingress.verification import SourceResolver
 from gateway.runtime.metrics import Metrics, ProviderMetrics
 from provider_auth.providers import Provider, parse_provider
+from provider_auth.tracing import span_failing_by_type
 
 log = logging.getLogger("ledgerhook.ingress")
 
@@ -74,20 +75,14 @@ def request_span(tracer: Tracer, method: str, route: str) -> Iterator[Span]:
     a secret (an exception is recorded by its type only).
     """
     known = method in HTTP_METHODS
-    with tracer.start_as_current_span(
+    with span_failing_by_type(
+        tracer,
         f"{method if known else 'HTTP'} {route}",
+        SpanKind.SERVER,
+        {"http.request.method": method if known else "_OTHER", "http.route": route},
         context=Context(),
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method if known else "_OTHER", "http.route": route},
-        record_exception=False,
-        set_status_on_exception=False,
     ) as span:
-        try:
-            yield span
-        except Exception as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
+        yield span
 
 
 def note_answer(span: Span, status: int, outcome: str) -> None:

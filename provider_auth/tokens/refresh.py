@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import assert_never
 
 import asyncpg
-from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
 from provider_auth import audit
 from provider_auth.accounts.events import AuthFailure, AuthFailureReason, ConnectionEvents, ReactivationReason
@@ -57,6 +57,7 @@ from provider_auth.tokens.policy import (
     retry_in,
 )
 from provider_auth.tokens.store import CredentialStore, timestamp
+from provider_auth.tracing import span_failing_by_type
 
 __all__ = ["GrantRefresh", "Settled"]
 
@@ -142,7 +143,7 @@ class GrantRefresh:
             "ledgerhook.grant_id": grant_id,
             "ledgerhook.refresh.proactive": proactive,
         }
-        with _span(self.tracer, "token refresh", SpanKind.INTERNAL, attributes) as span:
+        with span_failing_by_type(self.tracer, "token refresh", SpanKind.INTERNAL, attributes) as span:
             settled = await self._run(grant_id, proactive=proactive, rejected=rejected)
             span.set_attribute("ledgerhook.provider", settled.record.provider.value)
             outcome = _settled_outcome(settled)
@@ -282,7 +283,7 @@ class GrantRefresh:
             "ledgerhook.grant_id": record.id,
             "ledgerhook.grant_type": record.grant_type.value,
         }
-        with _span(self.tracer, "token request", SpanKind.CLIENT, attributes) as span:
+        with span_failing_by_type(self.tracer, "token request", SpanKind.CLIENT, attributes) as span:
             try:
                 if record.grant_type is GrantType.CLIENT_CREDENTIALS:
                     tokens = await self.client.client_credentials(app, record.params)
@@ -590,21 +591,6 @@ class GrantRefresh:
         if record is None:
             raise NoCredentials(f"grant {grant_id} is gone")
         return record
-
-
-@contextlib.contextmanager
-def _span(tracer: Tracer, name: str, kind: SpanKind, attributes: Mapping[str, str | bool]) -> Iterator[Span]:
-    """A span of `tracer`, current for the block; an exception escaping it marks it failed by its
-    type only (a message might quote a provider's answer)."""
-    with tracer.start_as_current_span(
-        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
-    ) as span:
-        try:
-            yield span
-        except Exception as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
 
 
 def _settled_outcome(settled: Settled) -> str:
