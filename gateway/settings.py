@@ -304,6 +304,26 @@ class Settings(KafkaSettings):
     public_base_url: str = Field(
         "http://localhost:8000", description="Base URL providers reach the gateway at, for webhook URLs."
     )
+    audit_retention_days: float = Field(
+        365.0,
+        gt=0,
+        le=3650,
+        description="How long the audit trail (admin changes and the token lifecycle) is kept.",
+    )
+
+    # The web console (gateway/console), served under /console.
+    console_enabled: bool = Field(False, description="Serve the web console under `/console`.")
+    console_session_seconds: int = Field(
+        1800,
+        ge=10,
+        le=86_400,
+        description="How long a console sign-in lasts; after it the admin token is asked for again.",
+    )
+    console_session_key: SecretStr | None = Field(
+        None,
+        description="Key that signs console session cookies (32+ characters); set the same one on every"
+        " gateway replica. Unset: a random key per process (sessions end when it restarts).",
+    )
 
     # Per-connection webhook endpoints.
     connection_cache_seconds: float = Field(
@@ -516,6 +536,13 @@ class Settings(KafkaSettings):
             KeyRing.parse(value.get_secret_value())
         except ValueError as exc:
             raise ValueError(f"{exc} (`ledgerhook keys generate` makes one)") from None
+        return value
+
+    @field_validator("console_session_key")
+    @classmethod
+    def _session_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. the output of `openssl rand -hex 32`)")
         return value
 
     @field_validator("admin_tokens", mode="before")

@@ -1,12 +1,16 @@
-"""The audit log of the token lifecycle, in the `oauth_audit` table (gateway/runtime/migrations/0002).
+"""The audit trail, in the `audit_log` table (gateway/runtime/migrations/0009; docs/admin-api.md,
+"Audit trail").
 
-One row per thing that happened to a grant: credentials stored, refreshed, rotated, failed, lost
-response, race, needs_reauth, unavailable, recovered, reconnected, revoked, erased. The detail
-holds expiries, versions, error codes and counts only: never a token, a secret or a fingerprint.
-Rows older than the retention are pruned by the refresher.
+Two kinds of entries share it. Admin changes (`record_change`): who (a token's configured name,
+never the token), how (api, cli, console), from where, what and the change itself. The token
+lifecycle (`record`): credentials stored, refreshed, rotated, failed, lost response, race,
+needs_reauth, unavailable, recovered, reconnected, revoked, erased, by the actor `ledgerhook`, as
+`token.<action>`. Details hold expiries, versions, error codes, counts and before/after values of
+plain members only: never a token, a secret or a fingerprint. Rows older than the retention are
+pruned by the refresher.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -15,7 +19,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-__all__ = ["AuditAction", "AuditEntry", "history", "prune", "record"]
+__all__ = ["SYSTEM_ACTOR", "AuditAction", "AuditEntry", "history", "prune", "record", "record_change"]
+
+SYSTEM_ACTOR = "ledgerhook"  # the actor of what the token layer does on its own
 
 DetailValue = str | int | float | bool | None
 
@@ -53,6 +59,50 @@ class AuditEntry:
 _SECRET_WORDS = ("token", "secret", "assertion", "fingerprint", "password")
 
 
+def _refuse_secret_keys(keys: Iterable[str]) -> None:
+    """A detail key naming a secret is a programming error: a token cannot slip in by accident."""
+    for key in keys:
+        if any(word in key.lower() for word in _SECRET_WORDS) and not key.endswith(
+            ("_at", "_in", "_version", "_changed")
+        ):
+            raise ValueError(f"audit detail key {key!r} looks like a secret")
+
+
+async def record_change(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    actor: str,
+    role: str | None,
+    via: str,
+    client: str | None,
+    action: str,
+    target: str,
+    changes: Mapping[str, Any] | None = None,
+    connection_id: str | None = None,
+    provider: str | None = None,
+) -> None:
+    """Append one admin change, in the caller's transaction when `conn` is in one.
+
+    `changes` maps a member to `{"from": old, "to": new}` (or another plain value); a secret's key
+    must end in `_changed` (`webhook_secrets_changed: true`), so no secret value can be recorded.
+    """
+    values = dict(changes or {})
+    _refuse_secret_keys(values)
+    await conn.execute(
+        "INSERT INTO audit_log (actor, role, via, client, action, target, connection_id, provider, changes)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+        actor,
+        role,
+        via,
+        client,
+        action,
+        target,
+        connection_id,
+        provider,
+        orjson.dumps(values).decode(),
+    )
+
+
 async def record(
     conn: asyncpg.Connection,
     *,
@@ -69,19 +119,18 @@ async def record(
     accident under an innocent-looking call.
     """
     values = dict(detail or {})
-    for key in values:
-        if any(word in key.lower() for word in _SECRET_WORDS) and not key.endswith(
-            ("_at", "_in", "_version")
-        ):
-            raise ValueError(f"audit detail key {key!r} looks like a secret")
+    _refuse_secret_keys(values)
+    target = f"connection:{connection_id}" if connection_id else f"grant:{grant_id}"
     await conn.execute(
-        "INSERT INTO oauth_audit (at, grant_id, connection_id, provider, action, detail)"
-        " VALUES (coalesce($1, now()), $2, $3, $4, $5, $6::jsonb)",
+        "INSERT INTO audit_log (at, actor, via, action, target, grant_id, connection_id, provider, changes)"
+        " VALUES (coalesce($1, now()), $2, 'system', $3, $4, $5, $6, $7, $8::jsonb)",
         at,
+        SYSTEM_ACTOR,
+        f"token.{action.value}",
+        target,
         grant_id,
         connection_id,
         provider,
-        action.value,
         orjson.dumps(values).decode(),
     )
 
@@ -95,8 +144,9 @@ async def history(
 ) -> list[AuditEntry]:
     """The newest entries (newest first) of a connection, a grant, or everything."""
     rows = await pool.fetch(
-        "SELECT at, grant_id, connection_id, provider, action, detail FROM oauth_audit"
-        " WHERE ($1::uuid IS NULL OR connection_id = $1 OR grant_id IN"
+        "SELECT at, grant_id, connection_id, provider, substr(action, 7) AS action, changes AS detail"
+        " FROM audit_log WHERE action LIKE 'token.%'"
+        " AND ($1::uuid IS NULL OR connection_id = $1 OR grant_id IN"
         "        (SELECT grant_id FROM oauth_connection_grants WHERE connection_id = $1))"
         " AND ($2::uuid IS NULL OR grant_id = $2)"
         " ORDER BY id DESC LIMIT $3",
@@ -122,8 +172,8 @@ async def prune(pool: asyncpg.Pool, older_than: datetime, batch: int = 5000) -> 
     total = 0
     while True:
         deleted = await pool.fetchval(
-            "WITH gone AS (DELETE FROM oauth_audit WHERE id IN"
-            " (SELECT id FROM oauth_audit WHERE at < $1 ORDER BY id LIMIT $2) RETURNING 1)"
+            "WITH gone AS (DELETE FROM audit_log WHERE id IN"
+            " (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2) RETURNING 1)"
             " SELECT count(*) FROM gone",
             older_than,
             batch,

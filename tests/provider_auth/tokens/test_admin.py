@@ -200,8 +200,8 @@ async def test_delete_revokes_at_the_provider_and_erases_the_tokens(api: Api) ->
             "PUT", f"/connections/{connection_id}/credentials", {"refresh_token": "r"}
         )
         assert status == 409 and "disconnected" in problem["detail"]
-    actions = [r["action"] for r in await api.stack.pool.fetch("SELECT action FROM oauth_audit ORDER BY id")]
-    assert actions.count("revoked") == 2
+    actions = [r["action"] for r in await api.stack.pool.fetch("SELECT action FROM audit_log ORDER BY id")]
+    assert actions.count("token.revoked") == 2
 
 
 async def test_the_credentials_and_keys_commands(api: Api, tmp_path: Path) -> None:

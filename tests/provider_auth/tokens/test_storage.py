@@ -54,8 +54,8 @@ async def test_no_plaintext_token_in_any_table(stack: TokenStack) -> None:
     await stack.pool.execute("INSERT INTO scratch VALUES ($1)", tokens[0].encode())
     assert stored_in_clear(tokens[0], await raw_rows(stack))
     # The audit log says what happened, with no secret in it.
-    actions = {r["action"] for r in await stack.pool.fetch("SELECT action FROM oauth_audit")}
-    assert {"stored", "rotated", "refreshed"} <= actions
+    actions = {r["action"] for r in await stack.pool.fetch("SELECT action FROM audit_log")}
+    assert {"token.stored", "token.rotated", "token.refreshed"} <= actions
 
 
 async def test_a_ciphertext_copied_to_another_grant_does_not_decrypt(stack: TokenStack) -> None:
