@@ -10,7 +10,18 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Actor", "Principal", "Role", "TokenEntryError", "parse_token_entry"]
+from starlette.requests import Request
+
+__all__ = [
+    "CLI_USER_AGENT",
+    "PRINCIPAL_SCOPE_KEY",
+    "Actor",
+    "Principal",
+    "Role",
+    "TokenEntryError",
+    "actor_of",
+    "parse_token_entry",
+]
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
@@ -79,3 +90,15 @@ def parse_token_entry(position: int, entry: str) -> tuple[Principal, str]:
     if not entry:
         raise TokenEntryError(f"entry {position} is empty")
     return Principal(f"token-{position}", Role.ADMIN), entry
+
+
+# Where the admin API's token check leaves the principal, in the ASGI scope of the request.
+PRINCIPAL_SCOPE_KEY = "ledgerhook.principal"
+CLI_USER_AGENT = "ledgerhook-cli"  # the command line's User-Agent prefix: its changes are `via: cli`
+
+
+def actor_of(request: Request) -> Actor:
+    """The actor of an admin API request that passed the token check."""
+    principal: Principal = request.scope[PRINCIPAL_SCOPE_KEY]
+    via = "cli" if request.headers.get("user-agent", "").startswith(CLI_USER_AGENT) else "api"
+    return Actor(principal, request.client.host if request.client else None, via)
