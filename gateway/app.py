@@ -4,24 +4,30 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import asyncpg
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fanout.polling.budget import RateBudgets
 from fanout.polling.state import PollState
+from fanout.polling.status import SyncStatus, sync_status
 from gateway.admin import AdminServices, AdminTokens, admin_app
+from gateway.admin.connections import ConnectionsResource
 from gateway.admin.credentials import CredentialsResource
 from gateway.admin.quarantine import QuarantineResource
 from gateway.admin.sync import SyncResource
+from gateway.admin.tenants import TenantsResource
+from gateway.console import ConsoleServices, console_app
 from gateway.ingress.connection_endpoint import ConnectionEndpoint
 from gateway.ingress.endpoint import Ingress, empty, shared_provider
 from gateway.ingress.rawlog import RawLog
 from gateway.ingress.verification import ConnectionSources, SharedSources
+from gateway.runtime.activity import ActivityHistory, recording_activity
 from gateway.runtime.health import Readiness, health_routes
 from gateway.runtime.infra import Infrastructure, open_infrastructure
 from gateway.runtime.lifecycle import Lifecycle
@@ -30,7 +36,7 @@ from gateway.runtime.oauth import build_token_manager
 from gateway.runtime.polling import rate_limits
 from gateway.runtime.tracing import INGRESS, TOKENS, Tracing
 from gateway.settings import Settings, secret_values
-from provider_auth.accounts.store import ConnectionStore
+from provider_auth.accounts.store import Connection, ConnectionStore
 from provider_auth.tokens import TokenManager
 from provider_auth.vault import KeyRing
 
@@ -85,6 +91,9 @@ def create_app(
                 live = await stack.enter_async_context(open_infrastructure(settings))
             else:
                 live = infra
+            if worker is None:
+                # With the worker in this process (`ledgerhook dev`) its recorder covers this registry.
+                await stack.enter_async_context(recording_activity(live.pool, metrics.registry))
             rawlog = RawLog(live.producer, settings.topic_raw, settings.ack_timeout_seconds)
             shared = SharedSources(settings)
             app.state.ingress = Ingress(
@@ -123,23 +132,34 @@ def create_app(
                 settings.max_body_bytes,
                 settings.retry_after_seconds,
             )
-            app.state.admin = admin_app(
-                AdminServices(
+            admin_tokens = AdminTokens(secret_values(settings.admin_tokens))
+            budgets = RateBudgets(live.pool, limits=rate_limits(settings))
+            credentials = CredentialsResource(store, tokens, PollState(live.pool))
+            services = AdminServices(
+                store,
+                admin_tokens,
+                on_change=sources.invalidate,
+                connections=ConnectionsResource(
                     store,
-                    AdminTokens(secret_values(settings.admin_tokens)),
                     settings.public_base_url,
-                    on_change=sources.invalidate,
-                    quarantine=QuarantineResource(settings, live.producer),
-                    credentials=CredentialsResource(store, tokens, PollState(live.pool)),
-                    sync=SyncResource(
-                        store,
-                        live.pool,
-                        RateBudgets(live.pool, limits=rate_limits(settings)),
-                        poll_interval_seconds=settings.poll_interval_seconds,
-                        sweep_interval_seconds=settings.sweep_interval_seconds,
-                    ),
-                )
+                    sources.invalidate,
+                    before_disconnect=credentials.disconnect,
+                    audit_pool=live.pool,
+                ),
+                quarantine=QuarantineResource(settings, live.producer, live.pool),
+                credentials=credentials,
+                sync=SyncResource(
+                    store,
+                    live.pool,
+                    budgets,
+                    poll_interval_seconds=settings.poll_interval_seconds,
+                    sweep_interval_seconds=settings.sweep_interval_seconds,
+                ),
+                tenants=TenantsResource(live.pool, credentials.disconnect, sources.invalidate),
             )
+            app.state.admin = admin_app(services)
+            if settings.console_enabled:
+                app.state.console = _console(settings, services, live.pool, budgets, tokens)
             yield
             if worker is None and tokens is not None:
                 await tokens.close()  # refreshes in flight finish and store their tokens
@@ -156,6 +176,13 @@ def create_app(
         # Built in the lifespan (it needs the pool), like the ingress.
         await scope["app"].state.admin(scope, receive, send)
 
+    async def console(scope: Scope, receive: Receive, send: Send) -> None:
+        # Built in the lifespan, like the admin API.
+        await scope["app"].state.console(scope, receive, send)
+
+    async def console_home(request: Request) -> Response:
+        return RedirectResponse("/console/", status_code=307)
+
     async def readyz(request: Request) -> Response:
         readiness: Readiness = request.app.state.readiness
         return await readiness.readyz(request)
@@ -166,6 +193,8 @@ def create_app(
         Mount("/admin/v1", app=admin),
         *health_routes(readyz, metrics.registry),
     ]
+    if settings.console_enabled:
+        routes += [Route("/console", console_home, methods=["GET", "HEAD"]), Mount("/console", app=console)]
     app = GatewayApp(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _bare_http_error})
     # No redirect for a trailing slash: Starlette would build its Location from the Host header.
     app.router.redirect_slashes = False
@@ -176,3 +205,41 @@ async def _bare_http_error(request: Request, exc: Exception) -> Response:
     """404 and 405 from routing carry no body, like every webhook answer."""
     assert isinstance(exc, HTTPException)
     return empty(exc.status_code, dict(exc.headers) if exc.headers else None)
+
+
+def _console(
+    settings: Settings,
+    admin: AdminServices,
+    pool: asyncpg.Pool,
+    budgets: RateBudgets,
+    tokens: TokenManager | None,
+) -> ASGIApp:
+    """The web console (gateway.console), acting through the admin API's own resources."""
+    key = settings.console_session_key
+
+    async def status_of(connection: Connection) -> SyncStatus:
+        return await sync_status(
+            pool,
+            budgets,
+            connection,
+            poll_interval_seconds=settings.poll_interval_seconds,
+            sweep_interval_seconds=settings.sweep_interval_seconds,
+        )
+
+    return console_app(
+        ConsoleServices(
+            tokens=admin.tokens,
+            store=admin.store,
+            pool=pool,
+            public_base_url=settings.public_base_url,
+            session_key=key.get_secret_value().encode() if key is not None else None,
+            session_seconds=settings.console_session_seconds,
+            connections=admin.connections,
+            sync_status=status_of,
+            sync=admin.sync,
+            credentials=tokens,
+            quarantine=admin.quarantine,
+            tenants=admin.tenants,
+            activity=ActivityHistory(pool),
+        )
+    )

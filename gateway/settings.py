@@ -548,15 +548,35 @@ class Settings(KafkaSettings):
     @field_validator("admin_tokens", mode="before")
     @classmethod
     def _admin_token_entries(cls, value: Any) -> Any:
-        # A token is sent as `Authorization: Bearer <token>`: one word, and `a,,b` is a typo.
+        # A token is sent as `Authorization: Bearer <token>`: one word, and `a,,b` is a typo. Each
+        # entry is `<role>:<name>:<token>` or a bare token; the names must differ, as the audit
+        # trail tells principals apart by them. No message repeats a token.
         if isinstance(value, str) and value.strip():
-            for position, entry in enumerate(value.split(","), start=1):
-                if not entry.strip():
-                    raise ValueError(f"entry {position} is empty")
-                if any(c.isspace() for c in entry.strip()):
-                    raise ValueError(
-                        f"entry {position} contains whitespace; set the token alone, without `Bearer`"
-                    )
+            entries = value.split(",")
+        elif isinstance(value, list | tuple):
+            entries = [
+                str(entry.get_secret_value() if isinstance(entry, SecretStr) else entry) for entry in value
+            ]
+        else:
+            return value
+        # Imported here: the admin package imports these settings.
+        from gateway.admin.roles import parse_token_entry
+
+        taken: dict[str, int] = {}
+        for position, entry in enumerate(entries, start=1):
+            if not entry.strip():
+                raise ValueError(f"entry {position} is empty")
+            if any(c.isspace() for c in entry.strip()):
+                raise ValueError(
+                    f"entry {position} contains whitespace; set the token alone, without `Bearer`"
+                )
+            principal, _ = parse_token_entry(position, entry)
+            if principal.name in taken:
+                raise ValueError(
+                    f"entries {taken[principal.name]} and {position} are both named {principal.name!r};"
+                    " give each token its own name"
+                )
+            taken[principal.name] = position
         return value
 
     @field_validator(*_URL_FIELDS)
@@ -622,6 +642,22 @@ class ClientSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return (value.strip() or None) if isinstance(value, str) else value
+
+    def fallback_admin_token(self) -> str | None:
+        """`LEDGERHOOK_ADMIN_TOKEN`, else the token of the first `LEDGERHOOK_ADMIN_TOKENS` entry (the
+        part after `<role>:<name>:`), else None."""
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        if not self.admin_tokens:
+            return None
+        # Imported here: the admin package imports these settings.
+        from gateway.admin.roles import TokenEntryError, parse_token_entry
+
+        entry = self.admin_tokens[0].get_secret_value()
+        try:
+            return parse_token_entry(1, entry)[1]
+        except TokenEntryError:
+            return entry.strip()  # the gateway refuses it with a 401 that says so
 
 
 def _private_key(value: SecretStr) -> object:

@@ -7,7 +7,8 @@ lifecycle (`record`): credentials stored, refreshed, rotated, failed, lost respo
 needs_reauth, unavailable, recovered, reconnected, revoked, erased, by the actor `ledgerhook`, as
 `token.<action>`. Details hold expiries, versions, error codes, counts and before/after values of
 plain members only: never a token, a secret or a fingerprint. Rows older than the retention are
-pruned by the refresher.
+pruned by the refresher (`LEDGERHOOK_AUDIT_RETENTION_DAYS`). `page` reads the trail, newest first,
+for the admin API and the console.
 """
 
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,18 @@ from typing import Any
 import asyncpg
 import orjson
 
-__all__ = ["SYSTEM_ACTOR", "AuditAction", "AuditEntry", "history", "prune", "record", "record_change"]
+__all__ = [
+    "SYSTEM_ACTOR",
+    "AuditAction",
+    "AuditEntry",
+    "AuditFilters",
+    "AuditRecord",
+    "history",
+    "page",
+    "prune",
+    "record",
+    "record_change",
+]
 
 SYSTEM_ACTOR = "ledgerhook"  # the actor of what the token layer does on its own
 
@@ -54,6 +66,38 @@ class AuditEntry:
     provider: str
     action: AuditAction
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One row of the trail, of either kind, as `page` reads it."""
+
+    id: int
+    at: datetime
+    actor: str
+    role: str | None
+    via: str
+    client: str | None
+    action: str
+    target: str
+    connection_id: str | None
+    grant_id: str | None
+    provider: str | None
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    """What `page` keeps; None leaves a filter out. `action` ending in `.` is a prefix
+    (`connection.`); `connection_id` also finds the token entries of that connection's grant;
+    `since` is inclusive, `until` exclusive."""
+
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    connection_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 _SECRET_WORDS = ("token", "secret", "assertion", "fingerprint", "password")
@@ -162,6 +206,62 @@ async def history(
             provider=r["provider"],
             action=AuditAction(r["action"]),
             detail=orjson.loads(r["detail"]),
+        )
+        for r in rows
+    ]
+
+
+_PAGE = (
+    "SELECT id, at, actor, role, via, client, action, target,"
+    " connection_id, grant_id, provider, changes FROM audit_log"
+    " WHERE ($1::text IS NULL OR actor = $1)"
+    " AND ($2::text IS NULL OR CASE WHEN right($2, 1) = '.' THEN starts_with(action, $2)"
+    "      ELSE action = $2 END)"
+    " AND ($3::text IS NULL OR target = $3)"
+    " AND ($4::uuid IS NULL OR connection_id = $4 OR grant_id IN"
+    "        (SELECT grant_id FROM oauth_connection_grants WHERE connection_id = $4))"
+    " AND ($5::timestamptz IS NULL OR at >= $5)"
+    " AND ($6::timestamptz IS NULL OR at < $6)"
+    " AND ($7::bigint IS NULL OR id < $7)"
+    " ORDER BY id DESC LIMIT $8"
+)
+
+
+async def page(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    filters: AuditFilters | None = None,
+    *,
+    after_id: int | None = None,
+    limit: int = 50,
+) -> list[AuditRecord]:
+    """Up to `limit` entries matching `filters`, newest first, all older than the entry `after_id`
+    when given (keyset paging: ask for one more than a page to learn whether another follows)."""
+    wanted = filters or AuditFilters()
+    rows = await pool.fetch(
+        _PAGE,
+        wanted.actor,
+        wanted.action,
+        wanted.target,
+        wanted.connection_id,
+        wanted.since,
+        wanted.until,
+        after_id,
+        limit,
+    )
+    return [
+        AuditRecord(
+            id=r["id"],
+            at=r["at"],
+            actor=r["actor"],
+            role=r["role"],
+            via=r["via"],
+            client=r["client"],
+            action=r["action"],
+            target=r["target"],
+            connection_id=str(r["connection_id"]) if r["connection_id"] else None,
+            grant_id=str(r["grant_id"]) if r["grant_id"] else None,
+            provider=r["provider"],
+            changes=orjson.loads(r["changes"]),
         )
         for r in rows
     ]

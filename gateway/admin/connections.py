@@ -3,7 +3,9 @@
 A connection is one tenant's link to one provider account. Create, list (cursor pages), get,
 update and delete (disconnect) it here, its polling setting included (docs/admin-api.md, "Polling").
 Webhook secrets of per-connection endpoints are write-only: they are stored encrypted with the key
-ring and no answer ever contains one (`has_webhook_secret` says whether there is one).
+ring and no answer ever contains one (`has_webhook_secret` says whether there is one). Every change
+is recorded in the audit trail, a secret only as `webhook_secrets_changed: true`; the writes the
+console shares (`change_status`, `disconnect`) take the actor and raise problems.
 """
 
 import logging
@@ -11,12 +13,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import asyncpg
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fanout.polling.state import POLLED_PROVIDERS
+from gateway.admin.auth import require_role
 from gateway.admin.http import (
     connection_not_found,
     find_connection,
@@ -25,6 +29,8 @@ from gateway.admin.http import (
     validated,
 )
 from gateway.admin.problems import Problem, pointer, validation_problem
+from gateway.admin.roles import Actor, Role, actor_of
+from provider_auth import audit
 from provider_auth.accounts.store import (
     UNSET,
     ConnectionExists,
@@ -282,14 +288,16 @@ class ConnectionsResource:
         public_base_url: str,
         on_change: Callable[[str], None],
         before_disconnect: Callable[[str], Awaitable[None]],
+        audit_pool: asyncpg.Pool,
     ) -> None:
         """`on_change(connection_id)` runs after every write (the webhook scheme cache listens);
         `before_disconnect(connection_id)` before a DELETE disconnects (OAuth tokens are revoked at
-        the provider where it has an endpoint, and erased)."""
+        the provider where it has an endpoint, and erased); `audit_pool` holds the audit trail."""
         self._store = store
         self._base = public_base_url.rstrip("/")
         self._on_change = on_change
         self._before_disconnect = before_disconnect
+        self._audit = audit_pool
 
     def render(self, connection: StoredConnection) -> Connection:
         """The public view of a connection."""
@@ -357,6 +365,12 @@ class ConnectionsResource:
         except MissingKeyRing:
             raise _no_key_ring(new.secrets_pointer()) from None
         self._on_change(connection.id)
+        created: dict[str, Any] = {
+            member: {"from": None, "to": value} for member, value in _members(connection).items()
+        }
+        if secrets:
+            created["webhook_secrets_changed"] = True
+        await self._record(actor_of(request), "connection.create", connection, created)
         log.info(
             "connection created",
             extra={
@@ -401,7 +415,8 @@ class ConnectionsResource:
         return json_response(self.render(await find_connection(self._store, request)))
 
     async def update(self, request: Request) -> Response:
-        """Change the members sent; 404 for an unknown id."""
+        """Change the members sent; 404 for an unknown id. A body that only sets `status` pauses or
+        resumes (`change_status`, operator or above); any other change needs admin."""
         connection = await find_connection(self._store, request)
         change = validated(ConnectionUpdate, await read_json_object(request, MAX_BODY_BYTES))
         sent = change.model_fields_set
@@ -416,8 +431,12 @@ class ConnectionsResource:
             raise validation_problem([{"pointer": "#/polling", "detail": "must be an object"}])
         if change.polling is not None:
             check_polling(connection.provider, change.polling)
+        actor = actor_of(request)
+        if sent == {"status"} and change.status is not None:
+            return json_response(await self.change_status(connection.id, change.status, actor))
         if not sent:
             return json_response(self.render(connection))
+        require_role(actor.principal, Role.ADMIN)
         try:
             updated = await self._store.update(
                 connection.id,
@@ -432,17 +451,97 @@ class ConnectionsResource:
         if updated is None:
             raise connection_not_found()
         self._on_change(updated.id)
+        before, after = _members(connection), _members(updated)
+        changes: dict[str, Any] = {
+            member: {"from": before[member], "to": after[member]}
+            for member in before
+            if before[member] != after[member]
+        }
+        if secrets is not None:
+            changes["webhook_secrets_changed"] = True
+        await self._record(actor, "connection.update", updated, changes)
         log.info("connection updated", extra={"connection_id": updated.id, "fields": sorted(sent)})
         return json_response(self.render(updated))
+
+    async def change_status(self, connection_id: str, status: str, actor: Actor) -> Connection:
+        """Pause (`paused`) or resume (`active`) a connection on behalf of `actor`, and record it:
+        operator or above, admin when the connection is disconnected (that reconnects it).
+        Problems: 403, 404, 422 for another status."""
+        if status not in (ConnectionStatus.ACTIVE, ConnectionStatus.PAUSED):
+            raise validation_problem([{"pointer": "#/status", "detail": "must be active or paused"}])
+        connection = await self._store.get(connection_id)
+        if connection is None:
+            raise connection_not_found()
+        reconnects = connection.status is ConnectionStatus.DISCONNECTED
+        require_role(actor.principal, Role.ADMIN if reconnects else Role.OPERATOR)
+        updated = await self._store.update(connection.id, status=ConnectionStatus(status))
+        if updated is None:
+            raise connection_not_found()
+        self._on_change(updated.id)
+        action = "connection.pause" if updated.status is ConnectionStatus.PAUSED else "connection.resume"
+        changes = {"status": {"from": connection.status.value, "to": updated.status.value}}
+        await self._record(actor, action, updated, changes)
+        log.info("connection updated", extra={"connection_id": updated.id, "fields": ["status"]})
+        return self.render(updated)
 
     async def delete(self, request: Request) -> Response:
         """Disconnect: status `disconnected`, secrets erased, the row kept; 204."""
         connection = await find_connection(self._store, request)
-        await self._before_disconnect(connection.id)
-        await self._store.disconnect(connection.id)
-        self._on_change(connection.id)
-        log.info("connection disconnected", extra={"connection_id": connection.id})
+        await self.disconnect(connection.id, actor_of(request))
         return Response(status_code=204)
+
+    async def disconnect(self, connection_id: str, actor: Actor) -> None:
+        """Disconnect a connection on behalf of `actor` (admin): its OAuth tokens revoked and erased,
+        its secrets erased, status `disconnected`, the row kept; recorded. Problems: 403, 404."""
+        require_role(actor.principal, Role.ADMIN)
+        connection = await self._store.get(connection_id)
+        if connection is None:
+            raise connection_not_found()
+        await self._before_disconnect(connection.id)
+        disconnected = await self._store.disconnect(connection.id)
+        if disconnected is None:
+            raise connection_not_found()
+        self._on_change(connection.id)
+        changes: dict[str, Any] = {
+            "status": {"from": connection.status.value, "to": disconnected.status.value}
+        }
+        if connection.has_webhook_secret:
+            changes["webhook_secrets_changed"] = True
+        await self._record(actor, "connection.disconnect", disconnected, changes)
+        log.info("connection disconnected", extra={"connection_id": connection.id})
+
+    async def _record(
+        self, actor: Actor, action: str, connection: StoredConnection, changes: dict[str, Any]
+    ) -> None:
+        # The store offers no transaction to share: the entry follows the change at once.
+        await audit.record_change(
+            self._audit,
+            actor=actor.principal.name,
+            role=actor.principal.role.value,
+            via=actor.via,
+            client=actor.client,
+            action=action,
+            target=f"connection:{connection.id}",
+            changes=changes,
+            connection_id=connection.id,
+            provider=connection.provider.value,
+        )
+
+
+def _members(connection: StoredConnection) -> dict[str, Any]:
+    """The plain members of a connection the audit trail shows before and after (no secret)."""
+    return {
+        "tenant_id": connection.tenant_id,
+        "provider": connection.provider.value,
+        "provider_account_id": connection.provider_account_id,
+        "status": connection.status.value,
+        "display_name": connection.display_name,
+        "metadata": connection.metadata,
+        "polling": {
+            "mode": connection.polling.mode.value,
+            "interval_seconds": connection.polling.interval_seconds,
+        },
+    }
 
 
 def _no_key_ring(member: str) -> Problem:

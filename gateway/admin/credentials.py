@@ -3,7 +3,8 @@
 `PUT` hands over a connection's OAuth tokens: how a product passes on what its OAuth consent screen
 gave it, and how a broken (`needs_reauth`) connection is reconnected. Tokens are write-only: they are
 stored encrypted with the key ring and no answer ever contains one. `GET` shows the credential state
-(expiries, last refresh, failures), never a token. See docs/tokens.md.
+(expiries, last refresh, failures), never a token. See docs/tokens.md. A hand-over is recorded in the
+audit trail by what changed (grant type, expiries, whether tokens were given), never a token.
 """
 
 import logging
@@ -28,6 +29,8 @@ from fanout.polling.state import PollState
 from gateway.admin.http import find_connection, json_response, read_json_object, validated
 from gateway.admin.openapi import CONNECTION_ID_PARAMETER, REF, add_schemas, problem_responses
 from gateway.admin.problems import Problem, validation_problem
+from gateway.admin.roles import actor_of
+from provider_auth import audit
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
 from provider_auth.oauth.specs import SPECS, ZOHO_DATA_CENTRES
 from provider_auth.providers import Provider
@@ -294,6 +297,7 @@ class CredentialsResource:
             account=given.account_id,
         )
         ref = ConnectionRef(connection.id, connection.provider, connection.provider_account_id)
+        before = await self._manager.credentials_state(connection.id)
         try:
             state = await self._manager.put_credentials(ref, credentials)
         except ProviderNotConfigured as exc:
@@ -311,6 +315,20 @@ class CredentialsResource:
             # An account a poll found without usable tokens waits long before it is tried again;
             # with tokens it is polled at once (and a reconnect publishes what changed meanwhile).
             await self._polls.due_now(connection.provider, connection.provider_account_id)
+        actor = actor_of(request)
+        # The token store offers no transaction to share: the entry follows the hand-over at once.
+        await audit.record_change(
+            self._manager.store.pool,
+            actor=actor.principal.name,
+            role=actor.principal.role.value,
+            via=actor.via,
+            client=actor.client,
+            action="credentials.put",
+            target=f"connection:{connection.id}",
+            changes=_handover_changes(before, state, given),
+            connection_id=connection.id,
+            provider=connection.provider.value,
+        )
         log.info(
             "credentials stored",
             extra={
@@ -332,6 +350,39 @@ class CredentialsResource:
                 "credentials erased",
                 extra={"connection_id": connection_id, "revoked_at_provider": result.revoked_at_provider},
             )
+
+
+def _handover_changes(
+    before: CredentialsState | None, after: CredentialsState, given: CredentialsPut
+) -> dict[str, Any]:
+    """What a hand-over changed, for the audit trail: kinds, expiries and whether tokens were
+    given; never a token."""
+
+    def moment(seconds: float | None) -> str | None:
+        found = _moment(seconds)
+        return None if found is None else found.isoformat()
+
+    members = {
+        "grant_type": (before.grant_type.value if before else None, after.grant_type.value),
+        "status": (before.status.value if before else None, after.status.value),
+        "access_token_expires_at": (
+            moment(before.access_expires_at) if before else None,
+            moment(after.access_expires_at),
+        ),
+        "refresh_token_expires_at": (
+            moment(before.refresh_expires_at) if before else None,
+            moment(after.refresh_expires_at),
+        ),
+        "scope": (before.scope if before else None, after.scope),
+    }
+    changes: dict[str, Any] = {
+        member: {"from": old, "to": new} for member, (old, new) in members.items() if old != new
+    }
+    changes["access_token_changed"] = given.access_token is not None
+    changes["refresh_token_changed"] = given.refresh_token is not None
+    if after.reactivated:
+        changes["reactivated"] = True
+    return changes
 
 
 def _provider_rules(provider: Provider, account: str, given: CredentialsPut) -> list[dict[str, str]]:

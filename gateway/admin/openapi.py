@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the admin API, served at `GET /admin/v1/openapi.json`.
 
 Schemas come from the pydantic models that validate requests and shape answers (pydantic writes
-JSON Schema 2020-12, the dialect of OpenAPI 3.1), so the document cannot drift from the code.
+JSON Schema 2020-12, the dialect of OpenAPI 3.1), so the document cannot drift from the code. The
+role each operation needs comes from the routes' declarations (`with_roles`), as
+`x-ledgerhook-role`, a sentence of its description and its 403.
 """
 
 from collections.abc import Mapping, Sequence
@@ -20,9 +22,12 @@ from gateway.admin.connections import (
 )
 from gateway.admin.problems import MEDIA_TYPE, ProblemDetails
 from gateway.admin.quarantine import RedriveRequest
+from gateway.admin.roles import Role
 
 REF = "#/components/schemas/{model}"
 VERSION = "1.0.0"
+ROLE_EXTENSION = "x-ledgerhook-role"
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -66,6 +71,31 @@ def with_parameter_problems(document: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             if method != "parameters":
                 operation.setdefault("responses", {}).setdefault("422", problem_responses(reason, 422)["422"])
+    return document
+
+
+def with_roles(document: dict[str, Any], roles: Mapping[str, Mapping[str, Role]]) -> dict[str, Any]:
+    """The document with the role each operation needs: `roles` maps a path to the role of each
+    of its methods, as the routes declare them. ValueError when a route's method has no operation in
+    the document, or an operation no declared role: neither can be left undocumented."""
+    paths = document.get("paths", {})
+    for path, methods in roles.items():
+        for method in methods:
+            if method.lower() not in paths.get(path, {}):
+                raise ValueError(f"{method} {path} has no operation in the OpenAPI document")
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if method not in _METHODS:
+                continue
+            role = roles.get(path, {}).get(method.upper())
+            if role is None:
+                raise ValueError(f"{method.upper()} {path} declares no role")
+            operation[ROLE_EXTENSION] = role.value
+            sentence = f'Needs the `{role.value}` role or above (docs/admin-api.md, "Roles").'
+            description = operation.get("description")
+            operation["description"] = f"{description} {sentence}" if description else sentence
+            reason = {403: f"The token's role falls short of `{role.value}`."}
+            operation.setdefault("responses", {})["403"] = problem_responses(reason, 403)["403"]
     return document
 
 
@@ -165,6 +195,9 @@ def openapi_document() -> dict[str, Any]:
                 "patch": {
                     "operationId": "updateConnection",
                     "summary": "Change a connection's name, metadata, status, webhook secrets or polling",
+                    "description": "A body that only pauses or resumes a connection that is not"
+                    " disconnected needs the `operator` role; any other change, or reconnecting a"
+                    " disconnected connection, needs `admin` (403 otherwise, after the body is checked).",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("ConnectionUpdate")}},

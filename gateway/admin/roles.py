@@ -77,8 +77,10 @@ def parse_token_entry(position: int, entry: str) -> tuple[Principal, str]:
         try:
             role = Role(role_text.lower())
         except ValueError:
+            # Not echoed: it may be the start of a bare token that happens to hold two colons.
             raise TokenEntryError(
-                f"entry {position}: unknown role {role_text!r}; use admin, operator or auditor"
+                f"entry {position}: the word before the first ':' is not a role; write"
+                " <admin|operator|auditor>:<name>:<token>"
             ) from None
         if NAME.fullmatch(name) is None:
             raise TokenEntryError(

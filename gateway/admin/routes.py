@@ -1,31 +1,39 @@
 """The admin API as one ASGI app, mounted at `/admin/v1` by `gateway.app`.
 
 Every request passes the admin token check first (so even unknown paths under `/admin/v1` answer
-401 to strangers), then its parameters' check (gateway.admin.inputs), each route naming the query
-parameters it takes; every error, routing ones included, is `application/problem+json`. A path with
-a trailing slash is 404: no redirect, so no `Location` is ever built from the `Host` header.
+401 to strangers), then its route's role check (each route declares the role each method needs; a
+handler may ask for more once it has read the request), then its parameters' check
+(gateway.admin.inputs), each route naming the query parameters it takes; every error, routing ones
+included, is `application/problem+json`. A path with a trailing slash is 404: no redirect, so no
+`Location` is ever built from the `Host` header. Roles: docs/admin-api.md, "Roles".
 """
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
+import asyncpg
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
-from gateway.admin.auth import AdminTokens, RequireAdminToken
+from gateway.admin.audit import PARAMETERS as AUDIT_PARAMETERS
+from gateway.admin.audit import AuditResource, with_audit
+from gateway.admin.auth import AdminTokens, RequireAdminToken, require
 from gateway.admin.connections import LIST_PARAMETERS, ConnectionsResource
 from gateway.admin.credentials import CredentialsResource, with_credentials
 from gateway.admin.inputs import check_parameters
-from gateway.admin.openapi import openapi_document, with_parameter_problems
+from gateway.admin.openapi import openapi_document, with_parameter_problems, with_roles
 from gateway.admin.problems import Problem
-from gateway.admin.quarantine import QuarantineResource
+from gateway.admin.quarantine import LIST_PARAMETERS as QUARANTINE_PARAMETERS
+from gateway.admin.quarantine import QuarantineResource, with_quarantine
+from gateway.admin.roles import Role
 from gateway.admin.sync import SyncResource, with_sync
+from gateway.admin.tenants import TenantsResource, with_tenants
 from gateway.runtime.infra import DATABASE_ERRORS
 from provider_auth.accounts.store import ConnectionStore
 
@@ -40,50 +48,97 @@ class AdminServices:
 
     store: ConnectionStore
     tokens: AdminTokens
-    public_base_url: str
     on_change: Callable[[str], None]  # a connection changed (the webhook scheme cache listens)
+    connections: ConnectionsResource
     quarantine: QuarantineResource
     credentials: CredentialsResource
     sync: SyncResource
+    tenants: TenantsResource
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The gateway's database pool (the one the sync resource works on): the audit trail's."""
+        return self.sync.pool
 
 
-def admin_routes(services: AdminServices) -> list[BaseRoute]:
-    """The routes under `/admin/v1`, one resource each."""
-    connections = ConnectionsResource(
-        services.store,
-        services.public_base_url,
-        services.on_change,
-        before_disconnect=services.credentials.disconnect,
-    )
-    document = orjson.dumps(with_parameter_problems(with_sync(with_credentials(openapi_document()))))
+class AdminRoute(Route):
+    """A route of the admin API with the role each of its methods needs."""
+
+    def __init__(self, path: str, endpoint: Endpoint, roles: Mapping[str, Role]) -> None:
+        super().__init__(path, endpoint, methods=list(roles))
+        self.roles = dict(roles)
+
+
+def admin_routes(services: AdminServices) -> list[AdminRoute]:
+    """The routes under `/admin/v1`, one resource each, with the role each method needs."""
+    connections = services.connections
+    trail = AuditResource(services.pool)
+    document = b""
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
-    return [
-        _route("/connections", connections.collection, ["GET", "POST"], {"GET": LIST_PARAMETERS}),
-        _route("/connections/{connection_id}", connections.item, ["GET", "PATCH", "DELETE"]),
-        _route("/connections/{connection_id}/credentials", services.credentials.item, ["GET", "PUT"]),
-        _route("/connections/{connection_id}/sync", services.sync.sync, ["GET"]),
-        _route("/connections/{connection_id}/backfill", services.sync.backfill, ["POST"]),
-        _route("/openapi.json", openapi, ["GET"]),
-        _route("/quarantine/redrive", services.quarantine.redrive, ["POST"]),
+    reads, operates, administers = Role.AUDITOR, Role.OPERATOR, Role.ADMIN
+    routes = [
+        _route(
+            "/connections",
+            connections.collection,
+            {"GET": reads, "POST": administers},
+            {"GET": LIST_PARAMETERS},
+        ),
+        # PATCH: pausing or resuming needs operator, any other change admin (decided by the handler).
+        _route(
+            "/connections/{connection_id}",
+            connections.item,
+            {"GET": reads, "PATCH": operates, "DELETE": administers},
+        ),
+        _route(
+            "/connections/{connection_id}/credentials",
+            services.credentials.item,
+            {"GET": reads, "PUT": administers},
+        ),
+        _route("/connections/{connection_id}/sync", services.sync.sync, {"GET": reads}),
+        _route("/connections/{connection_id}/backfill", services.sync.backfill, {"POST": operates}),
+        _route("/openapi.json", openapi, {"GET": reads}),
+        _route("/quarantine", services.quarantine.collection, {"GET": reads}, {"GET": QUARANTINE_PARAMETERS}),
+        # Before `{record_id}`, which would match them too.
+        _route("/quarantine/redrive", services.quarantine.redrive, {"POST": operates}),
+        _route("/quarantine/discard", services.quarantine.post_discard, {"POST": operates}),
+        # A record carries its raw body: operator and up.
+        _route("/quarantine/{record_id}", services.quarantine.item, {"GET": operates}),
+        _route("/audit", trail.list, {"GET": reads}, {"GET": AUDIT_PARAMETERS}),
+        # `:path`: a tenant id may hold a `/` (sent as %2F, decoded before routing).
+        _route("/tenants/{tenant_id:path}", services.tenants.item, {"DELETE": administers}),
     ]
+    described = with_tenants(with_quarantine(with_audit(with_sync(with_credentials(openapi_document())))))
+    document = orjson.dumps(with_roles(with_parameter_problems(described), declared_roles(routes)))
+    return routes
+
+
+def declared_roles(routes: list[AdminRoute]) -> dict[str, dict[str, Role]]:
+    """The role each route's methods need, by path (HEAD goes with GET)."""
+    return {route.path_format: dict(route.roles) for route in routes}
 
 
 def _route(
-    path: str, endpoint: Endpoint, methods: list[str], query: Mapping[str, Collection[str]] | None = None
-) -> Route:
-    """A route whose requests have their parameters checked first: `query` names the query
-    parameters each method takes (none when left out)."""
+    path: str,
+    endpoint: Endpoint,
+    roles: Mapping[str, Role],
+    query: Mapping[str, Collection[str]] | None = None,
+) -> AdminRoute:
+    """A route whose requests have their role checked, then their parameters: `roles` names the
+    role each method needs (no default: every method declares one), `query` the query parameters
+    each method takes (none when left out)."""
     takes = dict(query or {})
+    needs = dict(roles)
 
     async def checked(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
+        require(request, needs[method])
         check_parameters(request, takes.get(method, ()))
         return await endpoint(request)
 
-    return Route(path, checked, methods=methods)
+    return AdminRoute(path, checked, needs)
 
 
 def admin_app(services: AdminServices) -> Starlette:

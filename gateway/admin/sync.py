@@ -3,7 +3,7 @@
 
 The poller and the backfill runner live in `fanout.polling` and run in the worker; this resource
 only reads their state and queues jobs (docs/admin-api.md, "Sync and backfill";
-docs/architecture.md, "Backfills").
+docs/architecture.md, "Backfills"). A queued backfill is recorded in the audit trail.
 """
 
 from datetime import UTC, date, datetime, time
@@ -18,9 +18,18 @@ from fanout.polling.backfills import BackfillJob, BackfillJobs, BackfillOpen
 from fanout.polling.budget import RateBudgets
 from fanout.polling.state import POLLED_PROVIDERS
 from fanout.polling.status import SyncStatus, sync_status
-from gateway.admin.http import find_connection, json_response, read_json_object, validated
+from gateway.admin.auth import require_role
+from gateway.admin.http import (
+    connection_not_found,
+    find_connection,
+    json_response,
+    read_json_object,
+    validated,
+)
 from gateway.admin.openapi import CONNECTION_ID_PARAMETER, REF, add_schemas, problem_responses
 from gateway.admin.problems import Problem, validation_problem
+from gateway.admin.roles import Actor, Role, actor_of
+from provider_auth import audit
 from provider_auth.accounts.store import ConnectionStatus, ConnectionStore
 
 __all__ = ["BackfillRequest", "BackfillView", "SyncResource", "SyncView", "with_sync"]
@@ -250,6 +259,11 @@ class SyncResource:
             "sweep_interval_seconds": sweep_interval_seconds,
         }
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool this resource works on."""
+        return self._pool
+
     async def sync(self, request: Request) -> Response:
         """`GET .../sync`: 200 with the status, 404 for an unknown connection."""
         connection = await find_connection(self._store, request)
@@ -261,12 +275,26 @@ class SyncResource:
         disconnected or its provider has no change API; 422 for invalid members."""
         connection = await find_connection(self._store, request)
         wanted = validated(BackfillRequest, await read_json_object(request, MAX_BODY_BYTES))
+        job = await self.queue_backfill(connection.id, wanted.since, wanted.entities, actor_of(request))
+        location = f"{request.url.path.rsplit('/', 1)[0]}/sync"
+        return json_response(job, 202, headers={"location": location})
+
+    async def queue_backfill(
+        self, connection_id: str, since: datetime, entities: list[str] | None, actor: Actor
+    ) -> BackfillView:
+        """Queue a backfill of the connection from `since` (of `entities`, or all polled ones) on
+        behalf of `actor` (operator or above), and record it in the audit trail. Problems: 403, 404,
+        409 (one is open, the connection is disconnected, or its provider has no change API), 422."""
+        require_role(actor.principal, Role.OPERATOR)
+        connection = await self._store.get(connection_id)
+        if connection is None:
+            raise connection_not_found()
         if connection.provider not in POLLED_PROVIDERS:
             raise Problem(409, f"{connection.provider.value} sources have no change API to backfill from")
         if connection.status is ConnectionStatus.DISCONNECTED:
             raise Problem(409, "the connection is disconnected; register it again to backfill")
         try:
-            job = await self._jobs.create(connection, wanted.since, wanted.entities)
+            job = await self._jobs.create(connection, since, entities)
         except BackfillOpen as exc:
             raise Problem(
                 409,
@@ -275,8 +303,20 @@ class SyncResource:
             ) from None
         except ValueError as exc:
             raise validation_problem([{"pointer": "#/entities", "detail": str(exc)}]) from None
-        location = f"{request.url.path.rsplit('/', 1)[0]}/sync"
-        return json_response(BackfillView.of(job, datetime.now(UTC)), 202, headers={"location": location})
+        # The job table offers no transaction to share: the entry follows the queued job at once.
+        await audit.record_change(
+            self._pool,
+            actor=actor.principal.name,
+            role=actor.principal.role.value,
+            via=actor.via,
+            client=actor.client,
+            action="sync.backfill",
+            target=f"connection:{connection.id}",
+            changes={"backfill_id": job.id, "since": job.since.isoformat(), "entities": list(job.entities)},
+            connection_id=connection.id,
+            provider=connection.provider.value,
+        )
+        return BackfillView.of(job, datetime.now(UTC))
 
 
 def _rounded(value: float | None) -> float | None:

@@ -2,14 +2,17 @@
 `credentials`, `redrive`, `backfill`, `sync`, and `send-sample`'s connection lookup).
 
 The URL comes from `--url`, else `LEDGERHOOK_ADMIN_URL`, else http://127.0.0.1:8000; the token from
-`LEDGERHOOK_ADMIN_TOKEN`, else the first of `LEDGERHOOK_ADMIN_TOKENS`, else the dev stack's default.
-Errors carry the server's problem detail, never the token.
+`LEDGERHOOK_ADMIN_TOKEN`, else the token part of the first `LEDGERHOOK_ADMIN_TOKENS` entry, else the
+dev stack's default. Requests say `User-Agent: ledgerhook-cli/<version>`, so the audit trail records
+their changes as `via: cli`. Errors carry the server's problem detail (a 403's names the role
+needed), never the token.
 """
 
 import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import aiohttp
@@ -17,6 +20,17 @@ import orjson
 
 from gateway.dev.secrets import DEV_SECRETS
 from gateway.settings import ClientSettings
+
+CLI_USER_AGENT = "ledgerhook-cli"  # gateway.admin.roles.CLI_USER_AGENT: the prefix the gateway looks for
+
+
+def user_agent() -> str:
+    """`ledgerhook-cli/<version>` (the installed package's version)."""
+    try:
+        installed = version("ledgerhook")
+    except PackageNotFoundError:
+        installed = "0"
+    return f"{CLI_USER_AGENT}/{installed}"
 
 
 class AdminError(Exception):
@@ -47,7 +61,7 @@ class AdminClient:
 
     async def __aenter__(self) -> "AdminClient":
         self._session = aiohttp.ClientSession(
-            headers={"authorization": f"Bearer {self.token}"},
+            headers={"authorization": f"Bearer {self.token}", "user-agent": user_agent()},
             timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
         )
         return self
@@ -178,12 +192,7 @@ def unreachable_reason(exc: BaseException) -> str:
 def admin_client(url: str | None, timeout_seconds: float = 10.0) -> AdminClient:
     """A client of the gateway at `url` (`--url`), else the configured one, with the configured token."""
     settings = ClientSettings()
-    if settings.admin_token is not None:
-        token = settings.admin_token.get_secret_value()
-    elif settings.admin_tokens:
-        token = settings.admin_tokens[0].get_secret_value()
-    else:
-        token = DEV_SECRETS["admin_tokens"]
+    token = settings.fallback_admin_token() or DEV_SECRETS["admin_tokens"]
     return AdminClient(url or settings.admin_url, token, timeout_seconds)
 
 

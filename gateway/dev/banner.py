@@ -33,6 +33,7 @@ def banner(settings: Settings, options: "DevOptions") -> str:
             f"  gateway       {base}  (webhooks at {base}/webhooks/<provider>)",
             f"  health        {base}/livez  {base}/readyz  {base}/metrics",
             f"  admin API     {base}/admin/v1  (Bearer token below; docs/admin-api.md)",
+            *console_lines(settings, base),
             f"  kafka         {bootstrap}  (Tansu, in memory)",
             f"  postgres      {settings.database_url.get_secret_value()}",
             f"  data dir      {options.data_dir}",
@@ -84,3 +85,10 @@ def emulator_banner_lines(emulator_url: str | None, gateway_url: str, settings: 
         '  # the invoice, data.origin "poll", within seconds',
         "",
     ]
+
+
+def console_lines(settings: Settings, base: str) -> list[str]:
+    """Where the web console is, when it is on (docs/console.md)."""
+    if not settings.console_enabled:
+        return []
+    return [f"  console       {base}/console/  (sign in with the admin token below)"]

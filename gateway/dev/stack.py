@@ -84,6 +84,8 @@ def dev_settings(options: DevOptions, database_url: str, bootstrap: str) -> Sett
         # The dev broker holds a new consumer group's first join for about half the session timeout:
         # the fan-out worker (and so /readyz) is ready 2 s after start rather than 5.
         "worker_session_timeout_ms": 3000,
+        # The web console (docs/console.md), signed in with the dev admin token.
+        "console_enabled": True,
     }
     # Webhook URLs of connections point at this stack; secrets survive restarts under its own key ring.
     defaults["public_base_url"] = f"http://{options.host}:{options.port}"

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from fanout.dedupe import DedupePruner
 from fanout.pipeline import FanoutWorker, WorkerConfig, WorkerMetrics
+from gateway.runtime.activity import ActivityRecorder
 from gateway.runtime.connection_metrics import ConnectionStatusSampler
 from gateway.runtime.health import Readiness, health_routes
 from gateway.runtime.http_protocol import connection_limits, protocol_class
@@ -113,6 +114,8 @@ def worker_tasks(
         WorkerTask("fanout", fanout.run, ready=lambda: fanout.ready),
         WorkerTask("dedupe-prune", pruner.run),
         WorkerTask("connection-metrics", sampler.run),
+        # The console's recent activity, from this registry (with `dev`, the gateway's too).
+        WorkerTask("activity", ActivityRecorder(infra.pool, registry).run),
     ]
     # OAuth tokens renewed ahead of expiry (needs LEDGERHOOK_ENCRYPTION_KEYS: tokens are stored encrypted).
     if tokens is None:

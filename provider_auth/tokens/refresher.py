@@ -5,7 +5,7 @@ number of replicas share the work without doing it twice) and refreshes each thr
 `TokenManager.refresh_grant`, the same locked path as a caller's refresh. Grants that need
 reauthorization are never due; grants serving only paused connections wait until one is resumed.
 When grants come due: `provider_auth.tokens.policy.due_at`; the rest in docs/tokens.md ("The
-proactive refresher").
+proactive refresher"). Once an hour it also prunes the audit trail past its retention.
 """
 
 import asyncio
@@ -35,7 +35,7 @@ class Refresher:
         batch_size: int = 100,
         concurrency: int = 4,
         lease: float = 120.0,
-        audit_retention_days: float = 30.0,
+        audit_retention_days: float = 365.0,
         status_every: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -101,4 +101,4 @@ class Refresher:
             cutoff = datetime.now(UTC) - self.audit_retention
             pruned = await audit.prune(self.manager.store.pool, cutoff)
             if pruned:
-                log.info("token audit pruned", extra={"rows": pruned})
+                log.info("audit trail pruned", extra={"rows": pruned})

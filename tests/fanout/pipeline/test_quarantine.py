@@ -447,3 +447,38 @@ async def test_admin_endpoint_redrives_after_a_reconnect(
         async with http.post(url, headers=auth) as response:  # no body: every reason; nothing left
             assert response.status == 200
             assert await response.json() == {"redriven": 0, "skipped": 0}
+
+
+async def test_a_discarded_delivery_is_never_redriven(stack: PipelineStack, store: ConnectionStore) -> None:
+    from fanout.quarantine_pending import PendingQuarantine
+    from gateway.runtime.kafka import connection_options
+
+    realm = account()
+    dropped = await post_signed(
+        stack.gateway, "quickbooks", legacy((realm, [("Bill", "1", "Create", "2025-04-01T00:00:01Z")]))
+    )
+    wanted = await post_signed(
+        stack.gateway, "quickbooks", legacy((realm, [("Bill", "2", "Create", "2025-04-01T00:00:02Z")]))
+    )
+    pending = PendingQuarantine(
+        stack.infra.pool,
+        connection_options(stack.settings),
+        topic=stack.settings.topic_quarantine,
+        group_id=stack.settings.worker_group_id,
+    )
+    async with worker_running(stack):
+        await caught_up(stack.settings)
+        listed = {record.delivery_id: record for record in (await pending.page()).items}
+        assert set(listed) == {dropped, wanted}
+        async with stack.infra.pool.acquire() as conn:
+            done = await pending.discard(conn, "ops", ids=[listed[dropped].id])
+        assert [record.delivery_id for record in done.records] == [dropped]
+
+        connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
+        assert await redrive_once(stack.settings, Reason.UNKNOWN_ACCOUNT) == RedriveResult(1, 0)
+        await caught_up(stack.settings)
+        [event] = await read_events(stack.settings)
+        assert event.key == connection.id.encode()
+        assert event.event().get_data()["delivery_id"] == wanted  # type: ignore[index]
+        assert await redrive_once(stack.settings) == RedriveResult(0, 0)
+        assert (await pending.page()).items == []

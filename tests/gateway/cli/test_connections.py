@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.cli.admin_client import admin_client
@@ -188,3 +189,65 @@ def test_the_admin_url_and_token_fall_back_in_order(monkeypatch: pytest.MonkeyPa
     client = admin_client(None)
     assert (client.base_url, client.token) == ("http://gateway.example.test", "own-token")
     assert admin_client("http://flag.example.test").base_url == "http://flag.example.test"
+    # Of a `<role>:<name>:<token>` entry, the token.
+    monkeypatch.delenv("LEDGERHOOK_ADMIN_TOKEN")
+    monkeypatch.setenv("LEDGERHOOK_ADMIN_TOKENS", "operator:otto:the-token:with-colon,admin:ada:other")
+    assert admin_client(None).token == "the-token:with-colon"
+
+
+ROLE_TOKENS = {"admin": "cli-role-admin-token", "auditor": "cli-role-auditor-token"}
+
+
+@pytest.fixture
+async def roles_gw(settings_factory: Any) -> AsyncIterator[RunningGateway]:
+    entries = ",".join(f"{role}:cli-{role}:{token}" for role, token in ROLE_TOKENS.items())
+    settings = settings_factory(admin_tokens=entries, encryption_keys=f"k1:{KeyRing.generate_key()}")
+    async with running_gateway(settings) as running:
+        yield running
+
+
+async def test_changes_through_the_cli_are_audited_as_cli(roles_gw: RunningGateway) -> None:
+    # The token is the last part of the first `<role>:<name>:<token>` entry.
+    env = {
+        "LEDGERHOOK_ADMIN_URL": roles_gw.base_url,
+        "LEDGERHOOK_ADMIN_TOKENS": f"admin:someone:{ROLE_TOKENS['admin']},auditor:x:y",
+    }
+    tenant = f"cli-audit-{uuid.uuid4().hex[:6]}"
+    added = await cli("add", "--tenant", tenant, "--provider", "custom", "--account", "a1", **env)
+    assert added.returncode == 0, added.stderr
+    connection_id = json.loads(added.stdout)["id"]
+    async with (
+        aiohttp.ClientSession(headers={"authorization": f"Bearer {ROLE_TOKENS['auditor']}"}) as session,
+        session.get(
+            f"{roles_gw.base_url}/admin/v1/audit", params={"target": f"connection:{connection_id}"}
+        ) as response,
+    ):
+        page = await response.json()
+    [entry] = page["items"]
+    assert (entry["actor"], entry["role"], entry["via"], entry["action"]) == (
+        "cli-admin",
+        "admin",
+        "cli",
+        "connection.create",
+    )
+    assert entry["client"] == "127.0.0.1"
+
+
+async def test_a_role_that_falls_short_is_one_line_and_exit_1(roles_gw: RunningGateway) -> None:
+    env = {"LEDGERHOOK_ADMIN_URL": roles_gw.base_url, "LEDGERHOOK_ADMIN_TOKEN": ROLE_TOKENS["auditor"]}
+    refused = await cli("add", "--tenant", "t", "--provider", "custom", "--account", "a1", **env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        next(line for line in refused.stderr.splitlines() if "403" in line)
+    ]
+    assert "this needs the admin role; the token `cli-auditor` has auditor" in refused.stderr
+    assert ROLE_TOKENS["auditor"] not in refused.stderr and "Traceback" not in refused.stderr
+    listed = await cli("list", **env)
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_the_cli_names_itself_as_the_gateway_expects() -> None:
+    from gateway.admin.roles import CLI_USER_AGENT
+    from gateway.cli.admin_client import user_agent
+
+    assert user_agent().startswith(CLI_USER_AGENT + "/") and len(user_agent()) > len(CLI_USER_AGENT) + 1
