@@ -1,5 +1,6 @@
 """A small client of the admin API, behind the commands that act on a running gateway (`connections`,
-`credentials`, `redrive`, `backfill`, `sync`, and `send-sample`'s connection lookup).
+`credentials`, `redrive`, `backfill`, `sync`, `audit`, `tenants`, and `send-sample`'s connection
+lookup).
 
 The URL comes from `--url`, else `LEDGERHOOK_ADMIN_URL`, else http://127.0.0.1:8000; the token from
 `LEDGERHOOK_ADMIN_TOKEN`, else the token part of the first `LEDGERHOOK_ADMIN_TOKENS` entry, else the
@@ -10,10 +11,11 @@ needed), never the token.
 
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -22,6 +24,7 @@ from gateway.dev.secrets import DEV_SECRETS
 from gateway.settings import ClientSettings
 
 CLI_USER_AGENT = "ledgerhook-cli"  # gateway.admin.roles.CLI_USER_AGENT: the prefix the gateway looks for
+AUDIT_PAGE_SIZE = 200  # the most `GET /admin/v1/audit` answers at once
 
 
 def user_agent() -> str:
@@ -144,6 +147,29 @@ class AdminClient:
         """Feed quarantined deliveries back to the fan-out worker; `{"redriven": n, "skipped": m}`."""
         body = {key: value for key, value in (("reason", reason), ("delivery_id", delivery_id)) if value}
         return await self._call("POST", "/quarantine/redrive", body)  # type: ignore[no-any-return]
+
+    async def audit_pages(
+        self, filters: Mapping[str, str], *, limit: int | None, page_size: int = AUDIT_PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Pages of the audit trail, newest first, as the API answers them (`items`, `next`), until
+        `limit` entries in all (None: every one) or the last page; at most `page_size` per request."""
+        params = dict(filters)
+        left = limit
+        while left is None or left > 0:
+            params["limit"] = str(page_size if left is None else min(page_size, left))
+            page = await self._call("GET", "/audit", params=params)
+            yield page
+            if left is not None:
+                left -= len(page["items"])
+            if not page["next"]:
+                return
+            params["cursor"] = page["next"]
+
+    async def erase_tenant(self, tenant_id: str) -> dict[str, Any]:
+        """Erase every connection of a tenant; the counts (`connections`, `grants`, `accounts`)."""
+        # Percent-encoded whole: a tenant id may hold `/`, `?`, `#` or `%` (docs/operations.md).
+        path = f"/tenants/{quote(tenant_id, safe='')}"
+        return await self._call("DELETE", path)  # type: ignore[no-any-return]
 
     async def _call(
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None

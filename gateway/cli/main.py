@@ -207,6 +207,60 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("id", help="connection id")
     sync.add_argument("--json", action="store_true", help="print the admin API's JSON instead")
 
+    audit = commands.add_parser(
+        "audit",
+        parents=[admin_url],
+        help="the audit trail of admin changes and the token lifecycle, newest first, as a table",
+        description="Print the audit trail through the admin API, newest first, page after page as they"
+        " come. Filters combine; times are an RFC 3339 instant with an offset (2026-12-01T10:00:00Z),"
+        " a date (2026-12-01, midnight UTC) or a span back from now (90m, 12h, 7d).",
+    )
+    audit.add_argument("--actor", default=None, help="only this actor's entries (a token's configured name)")
+    audit.add_argument(
+        "--action",
+        default=None,
+        help="only this action (connection.pause), or those starting with a prefix ending in `.` (token.)",
+    )
+    audit.add_argument("--target", default=None, help="only entries about this target (connection:<id>)")
+    audit.add_argument(
+        "--connection",
+        default=None,
+        metavar="ID",
+        help="only entries about this connection, its token entries included",
+    )
+    audit.add_argument("--since", default=None, metavar="T", help="only entries at or after T")
+    audit.add_argument("--until", default=None, metavar="T", help="only entries before T")
+    audit.add_argument(
+        "--limit",
+        default="50",
+        metavar="N",
+        help="at most N entries in all (default 50; 0 or `all`: every one)",
+    )
+    audit.add_argument(
+        "--page-size", type=int, default=200, metavar="N", help="entries per request, 1-200 (default 200)"
+    )
+    audit.add_argument(
+        "--json", action="store_true", help="one JSON object per line, as the admin API has it"
+    )
+
+    tenants = commands.add_parser("tenants", help="erase a tenant through the admin API")
+    tenant_actions = tenants.add_subparsers(dest="action", required=True, metavar="ACTION")
+    erase = tenant_actions.add_parser(
+        "erase",
+        parents=[admin_url],
+        help="erase every connection of a tenant, its tokens, secrets and sync state (admin role)",
+        description="Erase a tenant through `DELETE /admin/v1/tenants/{tenant_id}`: every connection of"
+        " it, whatever its status, with its OAuth grant given back at the provider, its secrets, tokens"
+        " and sync state. Asks you to type the tenant id again unless --yes. What stays elsewhere:"
+        ' docs/operations.md, "Erasing a tenant".',
+    )
+    erase.add_argument(
+        "tenant_id", metavar="TENANT_ID", help="the tenant id its connections were created with"
+    )
+    erase.add_argument(
+        "--yes", action="store_true", help="erase without asking (needed when not run from a terminal)"
+    )
+
     credentials = commands.add_parser("credentials", help="hand over or inspect a connection's OAuth tokens")
     actions = credentials.add_subparsers(dest="action", required=True, metavar="ACTION")
     connection = argparse.ArgumentParser(add_help=False)
@@ -323,6 +377,14 @@ def run_command(args: argparse.Namespace) -> int:
             from gateway.cli.sync import run_sync
 
             return run_sync(args)
+        case "audit":
+            from gateway.cli.audit import run_audit
+
+            return run_audit(args)
+        case "tenants":
+            from gateway.cli.tenants import run_tenants
+
+            return run_tenants(args)
         case "keys":
             from gateway.cli.keys import run_keys
 

@@ -121,9 +121,14 @@ async def read_form(request: Request) -> Form:
         return {}
     if body is None:
         raise ConsoleError(413, "That form is too large", "Send less text in the form.")
-    fields = parse_qsl(
-        body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
-    )
+    try:
+        fields = parse_qsl(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:  # more than MAX_FORM_FIELDS fields
+        raise ConsoleError(
+            413, "That form has too many fields", "Send the form from a console page."
+        ) from None
     form: Form = {}
     for name, value in fields:
         form.setdefault(name, value)
