@@ -179,6 +179,10 @@ async def test_forms_without_their_csrf_token_or_from_another_origin_are_refused
             assert status == 403
             status, _, _ = await stranger.post("/console/sign-in", {"token": ADMIN[1], "csrf_token": token})
             assert status == 403
+        # A form of more fields than any console page sends is refused whole, with a page, not a 500.
+        crowded = {f"field{n}": "x" for n in range(300)} | {"csrf_token": token}
+        status, page, _ = await visitor.post(pause, crowded)
+        assert status == 413 and "too many fields" in page
         # Nothing was paused; then the real form works.
         status, _, headers = await visitor.post(pause, {"csrf_token": token}, {"origin": gateway.base_url})
         assert status == 303, headers
