@@ -31,7 +31,8 @@ FILTERS = {
 OPTION_OF = {parameter: f"--{option}" for option, parameter in FILTERS.items()}
 SPAN = re.compile(r"(\d+)([smhd])")
 SPAN_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-CHANGES_WIDTH = 80  # the table shows this much of an entry's changes; --json shows all of them
+CHANGES_WIDTH = 80  # what a table shows of an entry's changes off a terminal; --json shows them all
+MIN_CHANGES_WIDTH = 24
 # Each column: its title, the widest it grows to fit the first page, and its narrowest.
 COLUMNS = (
     ("AT", 20, 20),
@@ -124,8 +125,7 @@ async def stream(
 ) -> tuple[int, bool]:
     """Print each page as it comes; how many entries were printed, and whether older ones matched
     beyond `limit`."""
-    console = _console()
-    table = TrailTable(console)
+    table = TrailTable(Console(highlight=False))
     shown = 0
     more = False
     async with admin_client(url) as client:
@@ -143,7 +143,8 @@ async def stream(
 
 class TrailTable:
     """Prints pages of entries as one table: the header once, the same column widths on every page
-    (taken from the first, so the pages line up)."""
+    (taken from the first, so the pages line up), changes in what a terminal has left (CHANGES_WIDTH
+    elsewhere). Nothing is squeezed: a terminal too narrow for the columns wraps the lines."""
 
     def __init__(self, console: Console) -> None:
         self._console = console
@@ -158,30 +159,26 @@ class TrailTable:
                 max(floor, min(ceiling, max(len(row[i]) for row in rows)))
                 for i, (_, ceiling, floor) in enumerate(COLUMNS)
             ]
+            columns = sum(self._widths) + 2 * len(self._widths)
+            left = self._console.width - columns if self._console.is_terminal else CHANGES_WIDTH
+            self._widths.append(max(MIN_CHANGES_WIDTH, left))
+            self._console.width = columns + self._widths[-1]
         table = Table(box=None, pad_edge=False, show_header=first, header_style="bold")
-        for (title, _, _), width in zip(COLUMNS, self._widths, strict=True):
+        for title, width in zip([*(c[0] for c in COLUMNS), "CHANGES"], self._widths, strict=True):
             table.add_column(title, width=width, no_wrap=True, overflow="ellipsis")
-        table.add_column("CHANGES", no_wrap=True, overflow="ellipsis")
-        for row in rows:
+        for row, item in zip(rows, items, strict=True):
+            changes = changes_summary(item["changes"], self._widths[-1])
             # Text, not markup: names and values are the trail's, never rich's markup.
-            table.add_row(*(Text(cell) for cell in row))
-        self._console.print(table)
-
-
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        raise BrokenPipeError  # the reader went away (`| head`): main() ends quietly, as for --json
-
-
-def _console() -> Console:
-    console = _Console(highlight=False)
-    if not console.is_terminal:
-        # A pipe or a file takes whole lines: nothing is cut to a terminal's width.
-        console = _Console(highlight=False, width=sum(c for _, c, _ in COLUMNS) + CHANGES_WIDTH + 20)
-    return console
+            table.add_row(*(Text(cell) for cell in [*row, changes]))
+        with self._console.capture() as captured:
+            self._console.print(table)
+        # Written and flushed page by page; a reader gone (`| head`) ends it in main(), quietly.
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+        sys.stdout.flush()
 
 
 def _row(item: dict[str, Any]) -> list[str]:
+    """An entry's cells but its changes."""
     at = datetime.fromisoformat(item["at"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return [
         at,
@@ -191,7 +188,6 @@ def _row(item: dict[str, Any]) -> list[str]:
         item["client"] or "-",
         item["action"],
         item["target"],
-        changes_summary(item["changes"]),
     ]
 
 

@@ -29,6 +29,9 @@ def run_erase(args: argparse.Namespace) -> int:
     """Erase the tenant once confirmed; 0 erased, 1 refused, unknown or not confirmed, 2 when it
     cannot be confirmed (no terminal, no --yes), 130 on Ctrl-C."""
     tenant_id: str = args.tenant_id
+    if not tenant_id.strip():
+        print(f"{PREFIX}: TENANT_ID must not be blank", file=sys.stderr)
+        return 2
     if not args.yes and not sys.stdin.isatty():
         print(
             f"{PREFIX}: nothing erased: standard input is not a terminal, so the tenant id cannot be"

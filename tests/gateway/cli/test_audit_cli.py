@@ -106,7 +106,7 @@ def rows(table: str) -> list[list[str]]:
 
 async def test_changes_made_through_the_cli_are_listed_newest_first(stack: Stack) -> None:
     env = stack.env()
-    tenant = f"audit-cli-{uuid.uuid4().hex[:6]}"
+    tenant = f"t-{uuid.uuid4().hex[:6]}"  # short, to be seen whole in the changes column
     added = await cli(
         "connections", "add", "--tenant", tenant, "--provider", "custom", "--account", "a1", **env
     )
@@ -305,11 +305,14 @@ async def test_erase_without_a_terminal_needs_yes(stack: Stack) -> None:
     assert [c["id"] for c in (await stack.api("GET", "/connections", tenant_id=tenant))["data"]] == [
         connection_id
     ]
+    blank = await cli("tenants", "erase", " ", "--yes", **stack.env())
+    assert (blank.returncode, blank.stderr) == (2, "ledgerhook tenants erase: TENANT_ID must not be blank\n")
 
 
 def in_terminal(args: list[str], env: dict[str, str], typed: str | None) -> tuple[int, str, str]:
     """Run the CLI with a pseudo-terminal as standard input: type `typed` once the prompt shows, or
-    press Ctrl-C there when it is None. The exit code, standard output and standard error."""
+    press Ctrl-C there when it is None (unless it ends without asking). The exit code, standard
+    output and standard error."""
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [*LEDGERHOOK, *args],
@@ -324,13 +327,12 @@ def in_terminal(args: list[str], env: dict[str, str], typed: str | None) -> tupl
     prompt = "Type the tenant id to erase it: "
     shown = ""
     try:
-        while not shown.endswith(prompt):
-            char = process.stderr.read(1)
-            assert char, f"no prompt: {shown!r}"
+        while not shown.endswith(prompt) and (char := process.stderr.read(1)):
             shown += char
-        if typed is None:
+        asked = shown.endswith(prompt)
+        if asked and typed is None:
             process.send_signal(signal.SIGINT)
-        else:
+        elif asked and typed is not None:
             os.write(controller, typed.encode())
         # The terminal echoes what was typed; read it off so it never fills up.
         threading.Thread(target=_drain, args=(controller,), daemon=True).start()
