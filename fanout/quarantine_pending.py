@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 STALL_SECONDS = 30.0  # give up when the quarantine topic yields nothing for this long
+READ_WAIT_MS = 50  # how long a fetch may wait at the end of a partition
 BODY_LIMIT = 64 * 1024  # the most of a body one read returns
 SCAN_LIMIT = 10_000  # the most records one listing or count reads
 DISCARD_SCAN_LIMIT = 100_000  # the most records one discard reads
@@ -282,7 +283,11 @@ async def open_quarantine(
     consumer_options: dict[str, Any], *, topic: str, group_id: str
 ) -> AsyncIterator[QuarantineView]:
     """The quarantine topic's view for one call; its consumers stop at the end of the block."""
-    reader = AIOKafkaConsumer(**consumer_options, group_id=None, enable_auto_commit=False)
+    # A fetch answers at once when there are records; on an empty partition the broker would hold it
+    # for fetch_max_wait_ms (500 by default) before saying so, once per read of the end.
+    reader = AIOKafkaConsumer(
+        **consumer_options, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=READ_WAIT_MS
+    )
     trackers = {
         r: AIOKafkaConsumer(**consumer_options, group_id=redrive_group(group_id, r), enable_auto_commit=False)
         for r in Reason

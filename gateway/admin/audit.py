@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admin.http import json_response
+from gateway.admin.inputs import page_limit
 from gateway.admin.openapi import REF, add_schemas, problem_responses
 from gateway.admin.problems import validation_problem
 from provider_auth import audit
@@ -114,13 +115,7 @@ class AuditResource:
         not empty (checked before)."""
         query = request.query_params
         errors: list[dict[str, str]] = []
-        limit = DEFAULT_LIMIT
-        raw_limit = query.get("limit")
-        if raw_limit is not None:
-            if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-                limit = int(raw_limit)
-            else:
-                errors.append({"parameter": "limit", "detail": f"must be an integer from 1 to {MAX_LIMIT}"})
+        limit = page_limit(request, DEFAULT_LIMIT, MAX_LIMIT, errors)
         for name in ("actor", "action", "target"):
             if len(query.get(name) or "") > MAX_FILTER_LENGTH:
                 errors.append(

@@ -58,10 +58,6 @@ class AdminTokens:
                 found = principal
         return found
 
-    def accepts(self, presented: str) -> bool:
-        """True when `presented` equals any configured token."""
-        return self.authenticate(presented) is not None
-
     def principal(self, name: str) -> Principal | None:
         """The configured principal named `name`, or None (removed since, or never configured)."""
         return next((principal for principal, _ in self._entries if principal.name == name), None)
@@ -88,11 +84,6 @@ class AdminTokens:
         if principal is None:
             return _unauthorized("the admin token is not valid", "invalid_token")
         return principal
-
-    def problem(self, authorization: str | None) -> Problem | None:
-        """None when the `Authorization` header value is accepted, else the 401 to answer."""
-        checked = self.check(authorization)
-        return checked if isinstance(checked, Problem) else None
 
 
 def _unauthorized(detail: str, error: str | None) -> Problem:

@@ -28,6 +28,7 @@ from gateway.admin.http import (
     read_json_object,
     validated,
 )
+from gateway.admin.inputs import page_limit
 from gateway.admin.problems import Problem, pointer, validation_problem
 from gateway.admin.roles import Actor, Role, actor_of
 from provider_auth import audit
@@ -388,13 +389,7 @@ class ConnectionsResource:
         parameters are LIST_PARAMETERS, each once and not empty (checked before)."""
         query = request.query_params
         errors: list[dict[str, str]] = []
-        limit = DEFAULT_LIMIT
-        raw_limit = query.get("limit")
-        if raw_limit is not None:
-            if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-                limit = int(raw_limit)
-            else:
-                errors.append({"parameter": "limit", "detail": f"must be an integer from 1 to {MAX_LIMIT}"})
+        limit = page_limit(request, DEFAULT_LIMIT, MAX_LIMIT, errors)
         provider = _choice(query.get("provider"), Provider, "provider", errors)
         status = _choice(query.get("status"), ConnectionStatus, "status", errors)
         tenant = query.get("tenant_id")

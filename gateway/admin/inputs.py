@@ -95,3 +95,15 @@ def _parameter_problem(name: str, values: list[str], takes: Collection[str]) -> 
     if not values[0]:
         return "must not be empty (leave the parameter out instead)"
     return unstorable(values[0])
+
+
+def page_limit(request: Request, default: int, maximum: int, errors: list[dict[str, str]]) -> int:
+    """The `limit` query parameter of a list endpoint: `default` when absent; an error added to
+    `errors` (and `default` returned) unless it is an integer from 1 to `maximum`."""
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= maximum:
+        return int(raw)
+    errors.append({"parameter": "limit", "detail": f"must be an integer from 1 to {maximum}"})
+    return default

@@ -31,6 +31,7 @@ from fanout.quarantine_pending import (
 from fanout.redrive import RedriveResult, redrive
 from gateway.admin.auth import require_role
 from gateway.admin.http import json_response, read_json_object, validated
+from gateway.admin.inputs import page_limit
 from gateway.admin.problems import Problem, validation_problem
 from gateway.admin.roles import Actor, Role, actor_of
 from gateway.runtime.kafka import connection_options, make_producer
@@ -292,13 +293,7 @@ class QuarantineResource:
                 reason = Reason(query["reason"])
             except ValueError:
                 errors.append({"parameter": "reason", "detail": f"must be one of {', '.join(Reason)}"})
-        limit = DEFAULT_LIMIT
-        raw_limit = query.get("limit")
-        if raw_limit is not None:
-            if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-                limit = int(raw_limit)
-            else:
-                errors.append({"parameter": "limit", "detail": f"must be an integer from 1 to {MAX_LIMIT}"})
+        limit = page_limit(request, DEFAULT_LIMIT, MAX_LIMIT, errors)
         if errors:
             raise validation_problem(errors)
         try:

@@ -124,7 +124,8 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
     Not from ListOffsets alone: Tansu 0.6 answers it with the last record batch's base offset + 1.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # An empty partition's fetch would wait fetch_max_wait_ms (500 by default) for records.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
     await consumer.start()
     try:
         await consumer.topics()
@@ -170,6 +171,7 @@ def read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float = 
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{uuid.uuid4().hex}",  # required by librdkafka; never joined nor committed
             "enable.auto.commit": False,
+            "fetch.wait.max.ms": 20,
         }
     )
     try:
@@ -179,7 +181,7 @@ def read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float = 
         deadline = time.monotonic() + timeout
         while todo:
             assert time.monotonic() < deadline, "topic not read in time"
-            message = consumer.poll(0.5)
+            message = consumer.poll(0.1)
             if message is None:
                 continue
             if message.error():
