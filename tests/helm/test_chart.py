@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gateway.settings import Settings
 from tests.paths import REPO_ROOT
 from tests.test_image_recipe import image_command, image_entrypoint
 
@@ -492,6 +493,19 @@ def test_standard_labels(production: Rendered) -> None:
 def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=complaint):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_config_refuses_every_secret_setting(chart: helm.Chart) -> None:
+    """Each setting typed as a secret belongs in the Secret, never in the ConfigMap."""
+    secret_settings = [
+        f"LEDGERHOOK_{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    ]
+    assert "LEDGERHOOK_CONSOLE_SESSION_KEY" in secret_settings  # the search finds them
+    for name in secret_settings:
+        with pytest.raises(helm.HelmValuesError, match=name):
+            chart.render({"config": {name: "leak"}}, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_hpa_bounds_are_checked(chart: helm.Chart) -> None:
