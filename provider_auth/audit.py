@@ -11,9 +11,12 @@ pruned by the refresher (`LEDGERHOOK_AUDIT_RETENTION_DAYS`). `page` reads the tr
 for the admin API and the console.
 """
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +35,8 @@ __all__ = [
     "record",
     "record_change",
 ]
+
+log = logging.getLogger("ledgerhook.audit")
 
 SYSTEM_ACTOR = "ledgerhook"  # the actor of what the token layer does on its own
 
@@ -281,3 +286,25 @@ async def prune(pool: asyncpg.Pool, older_than: datetime, batch: int = 5000) -> 
         total += int(deleted or 0)
         if not deleted or deleted < batch:
             return total
+
+
+class AuditPruner:
+    """Periodic task: delete entries older than `retention` now, then every `interval`, until `stop`
+    is set. A failed round is logged and tried again next time."""
+
+    def __init__(self, pool: asyncpg.Pool, retention: timedelta, interval: timedelta) -> None:
+        self._pool = pool
+        self._retention = retention
+        self._interval = interval.total_seconds()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Prune until `stop` is set."""
+        while not stop.is_set():
+            try:
+                pruned = await prune(self._pool, datetime.now(UTC) - self._retention)
+                if pruned:
+                    log.info("audit trail pruned", extra={"rows": pruned})
+            except Exception as exc:  # best effort: the next round tries again
+                log.warning("audit trail prune failed", extra={"error": type(exc).__name__})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)

@@ -84,12 +84,11 @@ def build_token_manager(
 
 
 def build_refresher(settings: Settings, manager: TokenManager) -> Refresher:
-    """The proactive refresher of the worker process (which also prunes the audit trail)."""
+    """The proactive refresher of the worker process."""
     return Refresher(
         manager,
         interval=settings.token_refresh_interval_seconds,
         batch_size=settings.token_refresh_batch_size,
         concurrency=settings.token_refresh_concurrency,
         lease=max(120.0, 4 * settings.token_request_timeout_seconds),
-        audit_retention_days=settings.audit_retention_days,
     )

@@ -36,6 +36,7 @@ from gateway.runtime.polling import build_poller
 from gateway.runtime.tracing import FANOUT, POLLER, TOKENS, Tracing, tracing_from_environment
 from gateway.settings import Settings
 from provider_auth.accounts.store import ConnectionStore
+from provider_auth.audit import AuditPruner
 from provider_auth.tokens import TokenManager
 
 log = logging.getLogger("ledgerhook.worker")
@@ -76,6 +77,11 @@ class TaskChecks:
         return "ok" if task.ready is not None and task.ready() else "starting"
 
 
+def audit_pruner(settings: Settings, infra: Infrastructure) -> AuditPruner:
+    """The audit trail's pruning task: entries older than LEDGERHOOK_AUDIT_RETENTION_DAYS go."""
+    return AuditPruner(infra.pool, timedelta(days=settings.audit_retention_days), PRUNE_INTERVAL)
+
+
 def worker_tasks(
     settings: Settings,
     infra: Infrastructure,
@@ -113,6 +119,7 @@ def worker_tasks(
     tasks = [
         WorkerTask("fanout", fanout.run, ready=lambda: fanout.ready),
         WorkerTask("dedupe-prune", pruner.run),
+        WorkerTask("audit-prune", audit_pruner(settings, infra).run),
         WorkerTask("connection-metrics", sampler.run),
         # The console's recent activity, from this registry (with `dev`, the gateway's too).
         WorkerTask("activity", ActivityRecorder(infra.pool, registry).run),

@@ -14,9 +14,7 @@ import logging
 import random
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 
-from provider_auth import audit
 from provider_auth.tokens.manager import TokenManager
 
 __all__ = ["Refresher"]
@@ -35,7 +33,6 @@ class Refresher:
         batch_size: int = 100,
         concurrency: int = 4,
         lease: float = 120.0,
-        audit_retention_days: float = 365.0,
         status_every: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -45,11 +42,9 @@ class Refresher:
         # Each refresh holds a pooled database connection while the provider answers.
         self.concurrency = concurrency
         self.lease = lease
-        self.audit_retention = timedelta(days=audit_retention_days)
         self.status_every = status_every
         self._rng = rng or random.Random()
         self._last_status = float("-inf")
-        self._last_prune = float("-inf")
 
     async def run_once(self) -> Counter[str]:
         """Refresh everything due now; returns how many grants ended in each outcome."""
@@ -96,9 +91,3 @@ class Refresher:
         if now - self._last_status >= self.status_every:
             self._last_status = now
             await self.sample_status()
-        if now - self._last_prune >= 3600:
-            self._last_prune = now
-            cutoff = datetime.now(UTC) - self.audit_retention
-            pruned = await audit.prune(self.manager.store.pool, cutoff)
-            if pruned:
-                log.info("audit trail pruned", extra={"rows": pruned})

@@ -13,9 +13,11 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.dev.emulator import Emulator
-from gateway.runtime.oauth import build_refresher
+from gateway.runtime.infra import open_infrastructure
+from gateway.runtime.worker import worker_tasks
 from gateway.settings import Settings
 from provider_auth import audit
 from provider_auth.providers import Provider
@@ -24,9 +26,8 @@ from tests.provider_auth.tokens.token_support import (
     CLIENT_ID,
     emulator_settings,
     register_clients,
-    token_stack,
 )
-from tests.support import RunningGateway, running_gateway
+from tests.support import RunningGateway, migrate_and_create_topics, running_gateway
 
 ADMIN, OPERATOR, AUDITOR = "audit-admin-token", "audit-operator-token", "audit-auditor-token"
 ENTRIES = f"admin:ada:{ADMIN},operator:otto:{OPERATOR},auditor:aude:{AUDITOR}"
@@ -259,15 +260,15 @@ async def test_filters_and_cursor_paging(trail: Trail) -> None:
         assert status == 422 and [error["parameter"] for error in problem["errors"]] == [parameter], query
 
 
-async def test_the_refresher_prunes_past_the_configured_retention(
+async def test_the_worker_prunes_past_the_configured_retention(
     settings_factory: Any, database_url: str
 ) -> None:
-    settings: Settings = settings_factory(
-        database_url=database_url, encryption_keys=f"k1:{KeyRing.generate_key()}", audit_retention_days=10
-    )
-    async with token_stack(settings) as stack:
+    settings: Settings = settings_factory(database_url=database_url, audit_retention_days=10)
+    await migrate_and_create_topics(settings)
+    async with open_infrastructure(settings) as infra:
+        pool = infra.pool
         now = datetime.now(UTC)
-        async with stack.pool.acquire() as conn:
+        async with pool.acquire() as conn:
             for days in (30, 11, 9, 1):
                 await audit.record(
                     conn,
@@ -289,24 +290,22 @@ async def test_the_refresher_prunes_past_the_configured_retention(
                     now - timedelta(days=days),
                     f"old:{days}",
                 )
-        refresher = build_refresher(settings, stack.manager)
-        assert refresher.audit_retention == timedelta(days=10)
+        # The worker's own task, present whether or not tokens are configured (no key ring here).
+        [task] = [t for t in worker_tasks(settings, infra, CollectorRegistry()) if t.name == "audit-prune"]
         stop = asyncio.Event()
-        task = asyncio.create_task(refresher.run(stop))
+        running = asyncio.create_task(task.run(stop))
         try:
             for _ in range(200):
-                if not await stack.pool.fetchval(
+                if not await pool.fetchval(
                     "SELECT count(*) FROM audit_log WHERE at < $1", now - timedelta(days=10)
                 ):
                     break
                 await asyncio.sleep(0.05)
         finally:
             stop.set()
-            await task
+            await running
         ages = sorted(
             round((now - row["at"]).total_seconds() / 86400)
-            for row in await stack.pool.fetch("SELECT at FROM audit_log")
+            for row in await pool.fetch("SELECT at FROM audit_log")
         )
         assert ages == [1, 1, 9, 9]
-    default = build_refresher(settings_factory(encryption_keys=f"k1:{KeyRing.generate_key()}"), stack.manager)
-    assert default.audit_retention == timedelta(days=365)
