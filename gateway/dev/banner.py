@@ -91,4 +91,4 @@ def console_lines(settings: Settings, base: str) -> list[str]:
     """Where the web console is, when it is on (docs/console.md)."""
     if not settings.console_enabled:
         return []
-    return [f"  console       {base}/console/  (sign in with the admin token below)"]
+    return [f"  console       {base}/console/  (sign in with a token of LEDGERHOOK_ADMIN_TOKENS, below)"]
