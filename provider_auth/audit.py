@@ -14,7 +14,7 @@ for the admin API and the console.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 import orjson
+
+from provider_auth.accounts.store import fetch_planned_per_call
 
 __all__ = [
     "SYSTEM_ACTOR",
@@ -216,20 +218,50 @@ async def history(
     ]
 
 
-_PAGE = (
-    "SELECT id, at, actor, role, via, client, action, target,"
-    " connection_id, grant_id, provider, changes FROM audit_log"
-    " WHERE ($1::text IS NULL OR actor = $1)"
-    " AND ($2::text IS NULL OR CASE WHEN right($2, 1) = '.' THEN starts_with(action, $2)"
-    "      ELSE action = $2 END)"
-    " AND ($3::text IS NULL OR target = $3)"
-    " AND ($4::uuid IS NULL OR connection_id = $4 OR grant_id IN"
-    "        (SELECT grant_id FROM oauth_connection_grants WHERE connection_id = $4))"
-    " AND ($5::timestamptz IS NULL OR at >= $5)"
-    " AND ($6::timestamptz IS NULL OR at < $6)"
-    " AND ($7::bigint IS NULL OR id < $7)"
-    " ORDER BY id DESC LIMIT $8"
-)
+_LAST_ID = 2**63 - 1  # above every id (bigserial): where the newest page starts
+
+# Each condition `page` may write, by name: a closed set, so only these texts reach the SQL; $n is
+# where its value goes.
+_CONDITIONS = {
+    "actor": "actor = $n",
+    "action": "action = $n",
+    "action_prefix": "starts_with(action, $n)",
+    "target": "target = $n",
+    "connection_id": "(connection_id = $n OR grant_id IN"
+    " (SELECT grant_id FROM oauth_connection_grants WHERE connection_id = $n))",
+    "since": "at >= $n",
+    "until": "at < $n",
+}
+
+
+def page_query(conditions: Sequence[str]) -> str:
+    """The SQL text of a page of the trail under `conditions` (names of _CONDITIONS, in that order):
+    their values are $1..$n, then the cursor (an id; older rows) and the limit. One text per
+    combination, so each is planned as what it is, never one text with optional conditions."""
+    unknown = [name for name in conditions if name not in _CONDITIONS]
+    if unknown or list(conditions) != sorted(conditions, key=list(_CONDITIONS).index):
+        raise ValueError(f"audit conditions must be among {list(_CONDITIONS)}, in that order: {conditions}")
+    parts = [_CONDITIONS[name].replace("$n", f"${n}") for n, name in enumerate(conditions, start=1)]
+    parts.append(f"id < ${len(conditions) + 1}")
+    return (
+        "SELECT id, at, actor, role, via, client, action, target,"
+        f" connection_id, grant_id, provider, changes FROM audit_log WHERE {' AND '.join(parts)}"
+        f" ORDER BY id DESC LIMIT ${len(conditions) + 2}"
+    )
+
+
+def _conditions(filters: AuditFilters) -> dict[str, Any]:
+    """The conditions `filters` asks for, in _CONDITIONS order, with their values."""
+    action = "action_prefix" if filters.action is not None and filters.action.endswith(".") else "action"
+    wanted = {
+        "actor": filters.actor,
+        action: filters.action,
+        "target": filters.target,
+        "connection_id": filters.connection_id,
+        "since": filters.since,
+        "until": filters.until,
+    }
+    return {name: value for name, value in wanted.items() if value is not None}
 
 
 async def page(
@@ -240,19 +272,14 @@ async def page(
     limit: int = 50,
 ) -> list[AuditRecord]:
     """Up to `limit` entries matching `filters`, newest first, all older than the entry `after_id`
-    when given (keyset paging: ask for one more than a page to learn whether another follows)."""
-    wanted = filters or AuditFilters()
-    rows = await pool.fetch(
-        _PAGE,
-        wanted.actor,
-        wanted.action,
-        wanted.target,
-        wanted.connection_id,
-        wanted.since,
-        wanted.until,
-        after_id,
-        limit,
-    )
+    when given (keyset paging: ask for one more than a page to learn whether another follows).
+
+    Each filter combination has a SQL text of its own (`page_query`), planned for the values of
+    each call, as the connection list is (docs/architecture.md, "Listing connections")."""
+    given = _conditions(filters or AuditFilters())
+    cursor = _LAST_ID if after_id is None else after_id
+    sql = page_query(tuple(given))
+    rows = await fetch_planned_per_call(pool, sql, *given.values(), cursor, limit)
     return [
         AuditRecord(
             id=r["id"],

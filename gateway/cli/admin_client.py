@@ -25,6 +25,7 @@ from gateway.settings import ClientSettings
 
 CLI_USER_AGENT = "ledgerhook-cli"  # gateway.admin.roles.CLI_USER_AGENT: the prefix the gateway looks for
 AUDIT_PAGE_SIZE = 200  # the most `GET /admin/v1/audit` answers at once
+CONNECTIONS_PAGE_SIZE = 200  # the most `GET /admin/v1/connections` answers at once
 
 
 def user_agent() -> str:
@@ -100,10 +101,16 @@ class AdminClient:
         return await self._call("POST", "/connections", body)  # type: ignore[no-any-return]
 
     async def pages(
-        self, *, tenant_id: str | None = None, provider: str | None = None, status: str | None = None
+        self,
+        *,
+        tenant_id: str | None = None,
+        provider: str | None = None,
+        status: str | None = None,
+        page_size: int = CONNECTIONS_PAGE_SIZE,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every page of connections matching the filters, following the cursor."""
-        query = {"tenant_id": tenant_id, "provider": provider, "status": status, "limit": "200"}
+        """Every page of connections matching the filters, following the cursor, each as it comes
+        (the first one even when empty); at most `page_size` per request."""
+        query = {"tenant_id": tenant_id, "provider": provider, "status": status, "limit": str(page_size)}
         params = {key: value for key, value in query.items() if value is not None}
         while True:
             page = await self._call("GET", "/connections", params=params)

@@ -1,11 +1,22 @@
-"""`ledgerhook connections add|list|show|rm`: manage connections through the admin API."""
+"""`ledgerhook connections add|list|show|rm`: manage connections through the admin API.
+
+`list` prints each page as it comes, as one aligned table, never holding every connection.
+"""
 
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import Any, TextIO
 
-from gateway.cli.admin_client import AdminError, admin_client, json_object, pretty
+from gateway.cli.admin_client import (
+    CONNECTIONS_PAGE_SIZE,
+    AdminClient,
+    AdminError,
+    admin_client,
+    json_object,
+    pretty,
+)
+from provider_auth.accounts.store import ConnectionStatus
 from provider_auth.providers import Provider, parse_provider
 from provider_auth.webhooks.registry import SecretHolder, signing
 
@@ -19,6 +30,11 @@ TABLE_COLUMNS = (
     ("POLLING", "polling"),
     ("NAME", "display_name"),
 )
+# The widest value a column with a closed set of values can hold, whatever the first page has.
+CLOSED_WIDTHS = {
+    "provider": max(len(provider.value) for provider in Provider),
+    "status": max(len(status.value) for status in ConnectionStatus),
+}
 
 
 def run_connections(args: argparse.Namespace) -> int:
@@ -55,10 +71,8 @@ async def connections_action(args: argparse.Namespace) -> tuple[str, str | None]
             )
             return pretty(created), webhook_note(created)
         if args.action == "list":
-            rows: list[dict[str, Any]] = []
-            async for page in client.pages(tenant_id=args.tenant, provider=args.provider, status=args.status):
-                rows.extend(page)
-            return table(rows), None
+            await list_connections(client, args, sys.stdout)
+            return "", None
         if args.action == "show":
             return pretty(await client.get(args.id)), None
         if args.action == "rm":
@@ -93,16 +107,45 @@ def webhook_note(connection: dict[str, Any]) -> str | None:
     return None
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Connections as an aligned text table."""
-    cells = [[title for title, _ in TABLE_COLUMNS]]
-    for row in rows:
-        cells.append([_cell(row.get(key)) for _, key in TABLE_COLUMNS])
-    widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    )
+async def list_connections(client: AdminClient, args: argparse.Namespace, out: TextIO) -> None:
+    """Print the connections matching the filters to `out`, page after page as they come."""
+    page_size: int = getattr(args, "page_size", CONNECTIONS_PAGE_SIZE)  # `--page-size`
+    if not 1 <= page_size <= CONNECTIONS_PAGE_SIZE:
+        raise ValueError(f"--page-size must be from 1 to {CONNECTIONS_PAGE_SIZE}")
+    table = ConnectionTable(out)
+    async for page in client.pages(
+        tenant_id=args.tenant, provider=args.provider, status=args.status, page_size=page_size
+    ):
+        table.print(page)
+
+
+class ConnectionTable:
+    """Prints pages of connections as one aligned text table: the header once, the column widths of
+    the first page (a provider's and a status's fit every value), so the pages line up. A longer
+    value on a later page is printed whole, shifting the rest of its line: ids are for copying."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._widths: list[int] | None = None
+
+    def print(self, rows: list[dict[str, Any]]) -> None:
+        """One page's rows (after the header, on the first page), written and flushed at once."""
+        lines = [[_cell(row.get(key)) for _, key in TABLE_COLUMNS] for row in rows]
+        if self._widths is None:
+            lines.insert(0, [title for title, _ in TABLE_COLUMNS])
+            self._widths = [
+                max(CLOSED_WIDTHS.get(key, 0), *(len(line[i]) for line in lines))
+                for i, (_, key) in enumerate(TABLE_COLUMNS)
+            ]
+        widths = self._widths
+        self._out.write(
+            "".join(
+                "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n"
+                for line in lines
+            )
+        )
+        # Flushed page by page; a reader gone (`| head`) ends it in main(), quietly.
+        self._out.flush()
 
 
 def _cell(value: Any) -> str:

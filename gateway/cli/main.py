@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tenant", default=None)
     listing.add_argument("--provider", default=None)
     listing.add_argument("--status", default=None)
+    listing.add_argument(
+        "--page-size", type=int, default=200, metavar="N", help="connections per request, 1-200 (default 200)"
+    )
     show = actions.add_parser("show", parents=[admin_url], help="print one connection as JSON")
     show.add_argument("id")
     remove = actions.add_parser(

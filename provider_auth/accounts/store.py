@@ -122,6 +122,44 @@ def _row(record: Mapping[str, Any]) -> Connection:
     )
 
 
+PAGE_FILTERS = ("tenant_id", "provider", "status")  # what `page` filters on: the only names its SQL holds
+
+
+def page_query(filters: Sequence[str]) -> str:
+    """The SQL text of a page of connections filtered on `filters` (names of PAGE_FILTERS, in that
+    order): their values are $1..$n, then the cursor (an id; rows after it) and the limit. One text
+    per combination, so each is planned as what it is, never one text with optional conditions."""
+    unknown = [name for name in filters if name not in PAGE_FILTERS]
+    if unknown or list(filters) != sorted(filters, key=PAGE_FILTERS.index):
+        raise ValueError(f"page filters must be among {PAGE_FILTERS}, in that order: {list(filters)}")
+    conditions = [f"{column} = ${n}" for n, column in enumerate(filters, start=1)]
+    conditions.append(f"id > ${len(filters) + 1}")
+    return (
+        f"SELECT {_COLUMNS} FROM connections WHERE {' AND '.join(conditions)}"
+        f" ORDER BY id LIMIT ${len(filters) + 2}"
+    )
+
+
+async def fetch_planned_per_call(
+    db: asyncpg.Pool | asyncpg.Connection, sql: str, *args: Any
+) -> list[asyncpg.Record]:
+    """The rows of `sql`, planned for these very `args`, in a transaction of its own (in a caller's
+    transaction, the setting lasts until that one ends).
+
+    After five calls of a prepared statement PostgreSQL may keep one generic plan for every value:
+    for a list query that is the plan of a common value (walk the primary key, keep what matches),
+    which reads most of the table for a rare one (a status few connections have). A custom plan
+    costs a planning per call, small next to such a page.
+    """
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await fetch_planned_per_call(conn, sql, *args)
+    async with db.transaction():
+        await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        records: list[asyncpg.Record] = await db.fetch(sql, *args)
+        return records
+
+
 def _webhook_secrets_aad(connection_id: str) -> bytes:
     # Binds the ciphertext to its row: copied to another connection, it no longer decrypts.
     return f"connection:{connection_id}:webhook_secrets".encode()
@@ -198,21 +236,22 @@ class ConnectionStore:
         after: str | None = None,
         limit: int = 50,
     ) -> list[Connection]:
-        """A page of connections in id (creation) order, after the cursor `after`."""
-        cursor = canonical_uuid(after) if after is not None else None
-        if after is not None and cursor is None:
+        """A page of connections in id (creation) order, after the cursor `after`.
+
+        Each filter combination has a SQL text of its own (`page_query`), planned for the values of
+        each call: docs/architecture.md, "Listing connections".
+        """
+        cursor = canonical_uuid(after) if after is not None else _FIRST_ID
+        if cursor is None:
             return []
-        records = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM connections"
-            " WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR provider = $2)"
-            " AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR id > $4)"
-            " ORDER BY id LIMIT $5",
-            tenant_id,
-            provider.value if provider else None,
-            status.value if status else None,
-            cursor,
-            limit,
-        )
+        wanted = {
+            "tenant_id": tenant_id,
+            "provider": provider.value if provider else None,
+            "status": status.value if status else None,
+        }
+        given = {column: value for column, value in wanted.items() if value is not None}
+        sql = page_query(tuple(given))
+        records = await fetch_planned_per_call(self._pool, sql, *given.values(), cursor, limit)
         return [_row(r) for r in records]
 
     async def update(
