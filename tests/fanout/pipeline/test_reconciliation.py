@@ -264,7 +264,7 @@ def change_record(
 
 async def seen(stack: PipelineStack, records: Sequence[Outgoing]) -> set[str]:
     rows = await stack.infra.pool.fetch(
-        "SELECT event_id::text FROM event_dedupe WHERE event_id = ANY($1::uuid[])",
+        "SELECT event_id::text FROM event_ids WHERE event_id = ANY($1::uuid[])",
         [record.dedupe_id for record in records],
     )
     return {row[0] for row in rows}
