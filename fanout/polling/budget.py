@@ -120,6 +120,50 @@ class Throttle:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """The factors a provider's intervals are multiplied by: polled accounts' and swept accounts'."""
+
+    poll: float
+    sweep: float
+
+
+def app_budget(limits: ProviderLimits, minute: float, share: float) -> float | None:
+    """The requests per second polls may plan on under the provider's app-wide limit: `share` of it
+    (the rest is headroom for backfills, retries and polls costlier than their mean); None when the
+    provider has no app-wide limit."""
+    if limits.app_requests_per_minute is None:
+        return None
+    return limits.app_requests_per_minute * share / minute
+
+
+def stretch_intervals(
+    poll_demand: float, sweep_demand: float, budget: float | None, sweep_yield: float = 4.0
+) -> Stretch:
+    """How far to stretch intervals so the requests they ask for (per second, polled and swept
+    accounts') fit `budget` (per second; None: unlimited), fairly: every account of a kind by the
+    same factor, so none is starved and none is polled at its interval while another waits.
+
+    Swept accounts (webhooks deliver their changes) yield first: while stretching sweeps alone, up
+    to `sweep_yield` times, is enough, polls keep their intervals; past that both stretch, sweeps
+    `sweep_yield` times as much as polls. docs/architecture.md, "Interval stretch".
+    """
+    if poll_demand < 0 or sweep_demand < 0:
+        raise ValueError("a demand cannot be negative")
+    if sweep_yield < 1:
+        raise ValueError(f"sweep_yield must be at least 1, not {sweep_yield}")
+    if budget is None or poll_demand + sweep_demand <= budget:
+        return Stretch(1.0, 1.0)
+    if budget <= 0:
+        raise ValueError(f"the budget must be positive, not {budget}")
+    spare = budget - poll_demand
+    if spare > 0 and sweep_demand <= spare * sweep_yield:
+        return Stretch(1.0, max(1.0, sweep_demand / spare))
+    # Polls at factor p and sweeps at sweep_yield * p use the budget exactly.
+    poll = (poll_demand + sweep_demand / sweep_yield) / budget
+    return Stretch(poll, poll * sweep_yield)
+
+
 def backoff_seconds(
     attempt: int, *, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None
 ) -> float:

@@ -5,7 +5,9 @@ accounts that are due, and polls up to `concurrency` of them at once: pages fetc
 into one `origin: "poll"` event per change and active connection and published once (dedupe), and
 the account's watermarks moved only after every page behind them was acknowledged. A crash at any
 instant repeats at most one poll, whose events carry the same ids. Leases and watermarks:
-docs/architecture.md, "Polling state"; the events: docs/events.md. With tracing on, each poll is a
+docs/architecture.md, "Polling state"; when a provider's app-wide limit cannot cover every account at
+its interval, the intervals stretch fairly (docs/architecture.md, "Interval stretch"); the events:
+docs/events.md. With tracing on, each poll is a
 span whose trace context its events carry (docs/architecture.md, "Tracing").
 """
 
@@ -26,6 +28,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from prometheus_client import CollectorRegistry, Gauge
 
 from fanout.account_events import HistoryGap
 from fanout.changes import ProviderChange
@@ -33,7 +36,7 @@ from fanout.cloudevents import tracing_extension
 from fanout.polling.adapters import ADAPTERS, WEBHOOK_PROVIDERS, PollingModule, oldest_served
 from fanout.polling.backfill import BackfillRunner
 from fanout.polling.backfills import BackfillJobs, BackfillLeaseLost
-from fanout.polling.budget import backoff_seconds
+from fanout.polling.budget import ProviderLimits, app_budget, backoff_seconds, stretch_intervals
 from fanout.polling.fetcher import FetchError, NotAuthorized, PageFetcher, Throttled, Unavailable
 from fanout.polling.pages import PageRequest, PollTarget
 from fanout.polling.publishing import (
@@ -44,13 +47,28 @@ from fanout.polling.publishing import (
     PollTopics,
     poll_target,
 )
-from fanout.polling.state import POLLED_PROVIDERS, AccountLease, LeaseLost, PollState
+from fanout.polling.state import (
+    POLLED_PROVIDERS,
+    AccountLease,
+    Demand,
+    IntervalStretch,
+    LeaseLost,
+    PollState,
+)
 from fanout.quarantine import safe_detail
 from fanout.raw import trace_headers
 from provider_auth.accounts.store import Connection, ConnectionStatus, ConnectionStore, PollingMode
 from provider_auth.providers import Provider
 
-__all__ = ["POLL_UNPARSEABLE", "Poller", "PollerConfig", "PollerMetrics"]
+__all__ = [
+    "POLL_UNPARSEABLE",
+    "Poller",
+    "PollerConfig",
+    "PollerMetrics",
+    "SchedulerMetrics",
+    "estimated_requests_per_poll",
+    "plan_stretches",
+]
 
 log = logging.getLogger("ledgerhook.fanout.poller")
 
@@ -80,6 +98,12 @@ class PollerConfig:
     auth_backoff_seconds: float = 3600.0
     # On stop, running polls get this long to finish before they are cancelled.
     stop_grace_seconds: float = 10.0
+    # The part of a provider's app-wide limit the intervals are planned on (the rest is headroom
+    # for backfills, retries and polls costlier than their mean), and how many times as far swept
+    # accounts' intervals stretch as polled ones' when both must (docs/architecture.md,
+    # "Interval stretch").
+    app_budget_share: float = 0.9
+    sweep_yield: float = 4.0
 
     @property
     def topics(self) -> PollTopics:
@@ -122,6 +146,62 @@ _BUDGET_IN_USE = (
     " FROM rate_budget_entries WHERE expires_at > clock_timestamp() GROUP BY 1"
 )
 
+
+class SchedulerMetrics:
+    """The scheduler's Prometheus metrics, in a registry handed in by the process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stretch = Gauge(
+            "ledgerhook_poll_interval_stretch",
+            "The factor polled (`poll`) and swept (`sweep`) accounts' intervals are stretched by to fit"
+            " the provider's app-wide rate limit (1: not stretched); as of the last sync.",
+            ["provider", "mode"],
+            registry=registry,
+        )
+
+
+def estimated_requests_per_poll(provider: Provider) -> float:
+    """What a poll of an account never polled yet is assumed to cost: the first request of each of
+    its entities (one call per entity, or one for all where the change API reads them together)."""
+    module = ADAPTERS[provider]
+    return float(len(module.first_requests(PollTarget("estimate"), datetime.now(UTC), module.ENTITIES)))
+
+
+def plan_stretches(
+    demands: Sequence[Demand],
+    limits: Callable[[Provider], ProviderLimits],
+    *,
+    minute: float,
+    share: float,
+    sweep_yield: float,
+    requests_per_poll: Callable[[Provider], float] = estimated_requests_per_poll,
+) -> list[IntervalStretch]:
+    """Each provider's stretch for its polled and swept accounts, from what they ask for and its
+    app-wide limit (`limits`, per `minute` seconds, `share` of it planned on)."""
+    by_provider: dict[Provider, dict[bool, Demand]] = {}
+    for demand in demands:
+        by_provider.setdefault(demand.provider, {})[demand.sweep] = demand
+    planned: list[IntervalStretch] = []
+    for provider, kinds in sorted(by_provider.items(), key=lambda item: item[0].value):
+        cost = requests_per_poll(provider)
+        asked = {sweep: d.requests_per_second(cost) for sweep, d in kinds.items()}
+        budget = app_budget(limits(provider), minute, share)
+        factors = stretch_intervals(asked.get(False, 0.0), asked.get(True, 0.0), budget, sweep_yield)
+        for sweep in (False, True):
+            found = kinds.get(sweep)
+            planned.append(
+                IntervalStretch(
+                    provider=provider,
+                    sweep=sweep,
+                    stretch=factors.sweep if sweep else factors.poll,
+                    accounts=0 if found is None else found.accounts,
+                    demand=asked.get(sweep, 0.0),
+                    budget=budget,
+                )
+            )
+    return planned
+
+
 # Outcomes a poll finishes with (the `last_outcome` of its account and the metric label).
 OK, INACTIVE, AUTH, THROTTLED, UNAVAILABLE, REFUSED, UNPARSEABLE, ERROR = (
     "ok",
@@ -152,8 +232,10 @@ class Poller:
         *,
         owner: str | None = None,
         tracer: Tracer | None = None,
+        scheduler_metrics: SchedulerMetrics | None = None,
     ) -> None:
         self._config = config
+        self._scheduler_metrics = scheduler_metrics
         self._pool = pool
         self._fetcher = fetcher
         self._metrics = metrics
@@ -175,6 +257,7 @@ class Poller:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._failures: dict[tuple[Provider, str], int] = {}
         self._ready = False
+        self._requests_per_poll: dict[Provider, float] = {}
 
     @property
     def ready(self) -> bool:
@@ -250,6 +333,7 @@ class Poller:
             providers=POLLED_PROVIDERS,
             webhook_providers=WEBHOOK_PROVIDERS,
         )
+        await self._restretch()
         rows = await self._pool.fetch(
             "SELECT a.provider, extract(epoch FROM now() - min(w.watermark)) AS lag"
             " FROM poll_accounts a JOIN poll_watermarks w USING (provider, provider_account_id)"
@@ -260,6 +344,30 @@ class Poller:
         for row in await self._pool.fetch(_BUDGET_IN_USE):
             self._metrics.budget_in_use.labels(row["provider"], "minute").set(row["minute"])
             self._metrics.budget_in_use.labels(row["provider"], "in_flight").set(row["in_flight"])
+
+    async def _restretch(self) -> None:
+        """Each provider's stretch from what its enabled accounts ask for now, stored for every
+        worker's next `finish`, and shown by the metric."""
+        budgets = self._fetcher.budgets
+        stretches = plan_stretches(
+            await self._state.demand(),
+            lambda provider: budgets.limits.get(provider, ProviderLimits()),
+            minute=budgets.minute,
+            share=self._config.app_budget_share,
+            sweep_yield=self._config.sweep_yield,
+            requests_per_poll=self._estimated_requests,
+        )
+        await self._state.set_stretches(stretches)
+        if self._scheduler_metrics is not None:
+            for row in stretches:
+                mode = PollingMode.SWEEP if row.sweep else PollingMode.POLL
+                self._scheduler_metrics.stretch.labels(row.provider.value, mode.value).set(row.stretch)
+
+    def _estimated_requests(self, provider: Provider) -> float:
+        """`estimated_requests_per_poll`, worked out once per provider."""
+        if provider not in self._requests_per_poll:
+            self._requests_per_poll[provider] = estimated_requests_per_poll(provider)
+        return self._requests_per_poll[provider]
 
     async def _holding(
         self, work: Awaitable[None], renew: Callable[[], Awaitable[None]], where: dict[str, str]
@@ -309,9 +417,10 @@ class Poller:
     async def _poll_once(self, lease: AccountLease, span: Span | None) -> None:
         key = (lease.provider, lease.account)
         outcome, delay, detail = OK, None, ""
+        requests: int | None = None
         level = logging.WARNING
         try:
-            outcome = await self._poll(lease, span)
+            outcome, requests = await self._poll(lease, span)
         except LeaseLost as exc:
             log.warning("poll lease lost", extra=_where(lease) | {"detail": str(exc)})
             self._metrics.polls.labels(lease.provider.value, "lease_lost").inc()
@@ -341,7 +450,9 @@ class Poller:
             log.log(level, "poll failed", extra=where)
         self._metrics.polls.labels(lease.provider.value, outcome).inc()
         try:
-            await self._state.finish(lease, outcome, None if delay is None else timedelta(seconds=delay))
+            await self._state.finish(
+                lease, outcome, None if delay is None else timedelta(seconds=delay), requests=requests
+            )
         except Exception as exc:  # lost or unreachable: the lease runs out and the account is due again
             log.warning("poll not recorded", extra=_where(lease) | {"error": type(exc).__name__})
 
@@ -356,8 +467,9 @@ class Poller:
             cap=float(self._config.poll_interval_seconds),
         )
 
-    async def _poll(self, lease: AccountLease, span: Span | None = None) -> str:
-        """Read every change since the watermarks, publish them, then move the watermarks."""
+    async def _poll(self, lease: AccountLease, span: Span | None = None) -> tuple[str, int | None]:
+        """Read every change since the watermarks, publish them, then move the watermarks; the
+        outcome, and the requests (pages) a successful poll made."""
         started = datetime.now(UTC)
         # A connection with polling off gets no polled events, whoever else polls its account.
         connections = [
@@ -366,7 +478,7 @@ class Poller:
             if c.status is ConnectionStatus.ACTIVE and c.polling.mode is not PollingMode.OFF
         ]
         if not connections:
-            return INACTIVE  # went inactive or off since the last sync, which disables the account
+            return INACTIVE, None  # went inactive or off since the last sync, which disables the account
         module = ADAPTERS[lease.provider]
         target = poll_target(lease.account, connections)
         poll = _Poll(lease, module, target, connections, started)
@@ -405,7 +517,7 @@ class Poller:
                 span.set_attribute("ledgerhook.poll.events", poll.events)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._state.advance(conn, lease, _new_watermarks(poll))
-        return OK
+        return OK, poll.pages
 
     async def _first_requests(self, poll: _Poll, watermarks: dict[str, datetime]) -> list[PageRequest]:
         """Each entity from its watermark less the overlap; an account never polled from its earliest

@@ -1,10 +1,11 @@
 """Polling state in PostgreSQL: which provider accounts to poll and how often (from their
-connections' polling settings), who polls each now, where each entity's next poll starts.
+connections' polling settings), who polls each now, where each entity's next poll starts, and how far
+each provider's intervals stretch when its app-wide limit cannot cover them.
 
 Several workers share the accounts through leases taken with `FOR UPDATE SKIP LOCKED`; every time
 comes from PostgreSQL's clock, so workers on different machines agree. Tables (migration 0003; the
-connections' polling settings, 0006) and what a lease guarantees: docs/architecture.md, "Polling
-state".
+connections' polling settings, 0006; the stretch, 0013) and what a lease guarantees:
+docs/architecture.md, "Polling state" and "Interval stretch".
 """
 
 from collections.abc import Collection, Mapping
@@ -18,7 +19,16 @@ from fanout.polling.adapters import WEBHOOK_PROVIDERS
 from provider_auth.accounts.store import ConnectionStatus, PollingMode
 from provider_auth.providers import Provider
 
-__all__ = ["POLLED_PROVIDERS", "AccountLease", "AccountsSynced", "LeaseLost", "PollAccount", "PollState"]
+__all__ = [
+    "POLLED_PROVIDERS",
+    "AccountLease",
+    "AccountsSynced",
+    "Demand",
+    "IntervalStretch",
+    "LeaseLost",
+    "PollAccount",
+    "PollState",
+]
 
 # Custom sources only post webhooks: they have no change API to poll.
 POLLED_PROVIDERS = frozenset(provider for provider in Provider if provider is not Provider.CUSTOM)
@@ -36,6 +46,11 @@ _CONNECTION_INTERVAL = (
     "  AND (c.provider = ANY($4::text[]) OR c.webhook_secrets IS NOT NULL) THEN $3::integer"
     " ELSE $2::integer END)"
 )
+# A connection's polls are sweeps: its effective mode is `sweep` (the same rule as the interval's).
+_CONNECTION_SWEEPS = (
+    f"(c.polling_mode = '{PollingMode.SWEEP.value}' OR (c.polling_mode = '{PollingMode.AUTO.value}'"
+    " AND (c.provider = ANY($4::text[]) OR c.webhook_secrets IS NOT NULL)))"
+)
 _HAS_CONNECTION = (
     "EXISTS (SELECT 1 FROM connections c"
     " WHERE c.provider = d.provider AND c.provider_account_id = d.provider_account_id)"
@@ -43,19 +58,21 @@ _HAS_CONNECTION = (
 _SAME_ACCOUNT = "a.provider = d.provider AND a.provider_account_id = d.provider_account_id"
 # One statement, so every step sees the same connections. `wanted`: each account of a polled
 # provider ($1) with an active connection whose mode is not off, at the smallest interval such a
-# connection asks for. `drift`: the accounts whose row is not what `wanted` says (in the steady
-# state, only the disabled ones), from one pass over both. The steps touch disjoint rows (a row is
+# connection asks for, swept when every such connection's polls are sweeps. `drift`: the accounts
+# whose row is not what `wanted` says (in the steady state, only the disabled ones), from one pass
+# over both. The steps touch disjoint rows (a row is
 # updated once per statement):
 # - added: wanted and not there yet, due at once (the default next_due_at is now());
 # - resumed: wanted and disabled, due at once, so what changed meanwhile is read from the kept
 #   watermarks;
-# - rescheduled: wanted, enabled, at another interval; a shorter one applies from the last poll,
-#   not from a due time the longer one set, a longer one from the next poll on;
+# - rescheduled: wanted, enabled, at another interval or sweep flag; a shorter interval applies
+#   from the last poll, not from a due time the longer one set, a longer one from the next poll on;
 # - disabled: not wanted but with connection rows (all inactive or off), its watermarks kept;
 # - removed: no connection rows at all, its watermarks going with it (foreign key cascade).
 _SYNC = (
     "WITH wanted AS ("
-    f"  SELECT c.provider, c.provider_account_id, min({_CONNECTION_INTERVAL}) AS interval_seconds"
+    f"  SELECT c.provider, c.provider_account_id, min({_CONNECTION_INTERVAL}) AS interval_seconds,"
+    f"  bool_and({_CONNECTION_SWEEPS}) AS sweep"
     "   FROM connections c"
     f"  WHERE c.status = '{ConnectionStatus.ACTIVE.value}' AND c.polling_mode <> '{PollingMode.OFF.value}'"
     "   AND c.provider = ANY($1::text[])"
@@ -64,21 +81,23 @@ _SYNC = (
     "  SELECT COALESCE(w.provider, a.provider) AS provider,"
     "  COALESCE(w.provider_account_id, a.provider_account_id) AS provider_account_id,"
     "  w.interval_seconds AS wanted, a.provider IS NOT NULL AS present, a.enabled,"
-    "  a.interval_seconds AS current"
+    "  a.interval_seconds AS current, w.sweep"
     "  FROM wanted w FULL JOIN poll_accounts a"
     "  ON a.provider = w.provider AND a.provider_account_id = w.provider_account_id"
     "  WHERE w.provider IS NULL OR a.provider IS NULL OR NOT a.enabled"
-    "  OR a.interval_seconds <> w.interval_seconds),"
+    "  OR a.interval_seconds <> w.interval_seconds OR a.sweep <> w.sweep),"
     " added AS ("
-    "  INSERT INTO poll_accounts (provider, provider_account_id, interval_seconds)"
-    "  SELECT d.provider, d.provider_account_id, d.wanted FROM drift d WHERE NOT d.present"
+    "  INSERT INTO poll_accounts (provider, provider_account_id, interval_seconds, sweep)"
+    "  SELECT d.provider, d.provider_account_id, d.wanted, d.sweep FROM drift d WHERE NOT d.present"
     "  ON CONFLICT (provider, provider_account_id) DO NOTHING RETURNING 1),"
     " resumed AS ("
-    "  UPDATE poll_accounts a SET enabled = true, next_due_at = now(), interval_seconds = d.wanted"
+    "  UPDATE poll_accounts a SET enabled = true, next_due_at = now(), interval_seconds = d.wanted,"
+    "  sweep = d.sweep"
     f"  FROM drift d WHERE {_SAME_ACCOUNT} AND d.wanted IS NOT NULL AND NOT d.enabled RETURNING 1),"
     " rescheduled AS ("
-    "  UPDATE poll_accounts a SET interval_seconds = d.wanted,"
-    "  next_due_at = LEAST(a.next_due_at, a.last_polled_at + d.wanted * interval '1 second')"
+    "  UPDATE poll_accounts a SET interval_seconds = d.wanted, sweep = d.sweep,"
+    "  next_due_at = CASE WHEN a.interval_seconds = d.wanted THEN a.next_due_at"
+    "  ELSE LEAST(a.next_due_at, a.last_polled_at + d.wanted * interval '1 second') END"
     f"  FROM drift d WHERE {_SAME_ACCOUNT} AND d.wanted IS NOT NULL AND d.enabled RETURNING 1),"
     " disabled AS ("
     "  UPDATE poll_accounts a SET enabled = false"
@@ -93,16 +112,24 @@ _SYNC = (
 
 _LEASE_COLUMNS = (
     "a.provider, a.provider_account_id, a.lease_owner, a.lease_id::text AS lease_id, a.lease_until,"
-    " a.next_due_at, a.interval_seconds"
+    " a.next_due_at, a.interval_seconds, a.sweep"
 )
-# The due rows come off the partial index `poll_accounts_available` in due order; SKIP LOCKED passes
-# over rows another worker is leasing in this instant instead of waiting for it.
+# The due rows come off the partial index `poll_accounts_available` (sweep, available_at) in due
+# order, the polled accounts' range first and the swept ones' only for the slots left (the outer
+# LIMIT stops the append before its second arm otherwise): accounts without webhooks are served
+# first. SKIP LOCKED passes over rows another worker is leasing in this instant instead of waiting.
 LEASE_DUE_QUERY = (
     "UPDATE poll_accounts a SET lease_owner = $1, lease_id = gen_random_uuid(), leased_at = now(),"
     " lease_until = now() + $3::double precision * interval '1 second'"
-    " FROM (SELECT provider, provider_account_id FROM poll_accounts"
-    "  WHERE enabled AND available_at <= now() ORDER BY available_at LIMIT $2"
-    "  FOR UPDATE SKIP LOCKED) due"
+    " FROM ("
+    "  SELECT * FROM (SELECT provider, provider_account_id FROM poll_accounts"
+    "   WHERE enabled AND NOT sweep AND available_at <= now() ORDER BY available_at LIMIT $2"
+    "   FOR UPDATE SKIP LOCKED) polled"
+    "  UNION ALL"
+    "  SELECT * FROM (SELECT provider, provider_account_id FROM poll_accounts"
+    "   WHERE enabled AND sweep AND available_at <= now() ORDER BY available_at LIMIT $2"
+    "   FOR UPDATE SKIP LOCKED) swept"
+    "  LIMIT $2) due"
     " WHERE a.provider = due.provider AND a.provider_account_id = due.provider_account_id"
     f" RETURNING {_LEASE_COLUMNS}"
 )
@@ -114,13 +141,18 @@ _RENEW = (
     "UPDATE poll_accounts SET lease_until = now() + $5::double precision * interval '1 second'"
     f" WHERE {_HELD} RETURNING lease_until"
 )
-# Without a delay, the interval counts from the poll's start, so a slow poll does not drift it.
+# Without a delay, the interval (stretched as `poll_stretch` says for the account's provider and
+# kind) counts from the poll's start, so a slow poll does not drift it. The requests of a successful
+# poll ($7) join the account's running mean.
 _FINISH = (
-    "UPDATE poll_accounts SET lease_owner = NULL, lease_id = NULL, leased_at = NULL, lease_until = NULL,"
+    "UPDATE poll_accounts a SET lease_owner = NULL, lease_id = NULL, leased_at = NULL, lease_until = NULL,"
     " last_polled_at = now(), last_outcome = $5,"
     " next_due_at = CASE WHEN $6::double precision IS NULL"
-    "   THEN GREATEST(now(), leased_at + interval_seconds * interval '1 second')"
-    "   ELSE now() + $6::double precision * interval '1 second' END"
+    "   THEN GREATEST(now(), leased_at + interval_seconds * COALESCE((SELECT s.stretch FROM poll_stretch s"
+    "     WHERE s.provider = a.provider AND s.sweep = a.sweep), 1) * interval '1 second')"
+    "   ELSE now() + $6::double precision * interval '1 second' END,"
+    " requests_per_poll = CASE WHEN $7::real IS NULL THEN requests_per_poll"
+    "   WHEN requests_per_poll IS NULL THEN $7::real ELSE (requests_per_poll + $7::real) / 2 END"
     f" WHERE {_HELD} RETURNING next_due_at"
 )
 # Inside the caller's transaction: clock_timestamp(), since now() is when that transaction began.
@@ -145,7 +177,35 @@ _HOLDER = (
 )
 _ACCOUNT_COLUMNS = (
     "provider, provider_account_id, enabled, interval_seconds, next_due_at, lease_owner, lease_until,"
-    " last_polled_at, last_outcome"
+    " last_polled_at, last_outcome, sweep, requests_per_poll"
+)
+# What each provider's enabled accounts ask for, per kind (polled, swept): requests per second at
+# their intervals from what their polls cost (`measured`), and the polls per second of those not
+# polled yet (`unmeasured`, costed by the caller). One pass over the table, once per sync.
+_DEMAND = (
+    "SELECT provider, sweep, count(*) AS accounts,"
+    " COALESCE(sum(requests_per_poll / interval_seconds), 0) AS measured,"
+    " COALESCE(sum(1.0 / interval_seconds) FILTER (WHERE requests_per_poll IS NULL), 0) AS unmeasured"
+    " FROM poll_accounts WHERE enabled GROUP BY provider, sweep"
+)
+_STRETCH_COLUMNS = "provider, sweep, stretch, accounts, demand, budget, updated_at"
+_SET_STRETCH = (
+    "INSERT INTO poll_stretch AS s (provider, sweep, stretch, accounts, demand, budget, updated_at)"
+    " SELECT * , now() FROM unnest($1::text[], $2::boolean[], $3::double precision[], $4::integer[],"
+    "  $5::double precision[], $6::double precision[])"
+    " ON CONFLICT (provider, sweep) DO UPDATE SET stretch = excluded.stretch,"
+    " accounts = excluded.accounts, demand = excluded.demand, budget = excluded.budget,"
+    " updated_at = excluded.updated_at"
+    " RETURNING provider, sweep, (SELECT o.stretch FROM poll_stretch o"
+    "  WHERE o.provider = s.provider AND o.sweep = s.sweep) AS before"
+)
+# A stretch that shrank: the accounts due later than the new stretched interval after their last
+# poll are brought in (by more than a quarter, so a small change does not rewrite every row).
+_PULL_IN = (
+    "UPDATE poll_accounts SET next_due_at = GREATEST(now(),"
+    "  last_polled_at + interval_seconds * $3::double precision * interval '1 second')"
+    " WHERE provider = $1 AND sweep = $2 AND enabled AND lease_owner IS NULL"
+    " AND next_due_at > last_polled_at + interval_seconds * $3::double precision * 1.25 * interval '1 second'"
 )
 
 
@@ -172,6 +232,8 @@ class AccountLease:
     # When the poll was due: how late it starts is now minus this.
     due_at: datetime
     interval_seconds: int
+    # Every active connection of the account gets webhooks: this poll is a sweep.
+    sweep: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +249,43 @@ class PollAccount:
     lease_until: datetime | None
     last_polled_at: datetime | None
     last_outcome: str | None
+    # Its polls are sweeps (every active connection gets webhooks): it yields when budgets are short.
+    sweep: bool = False
+    # The running mean of its successful polls' requests; None before the first.
+    requests_per_poll: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one provider's enabled accounts of one kind (polled or swept) ask for at their intervals."""
+
+    provider: Provider
+    sweep: bool
+    accounts: int
+    # Requests per second of the accounts whose polls' cost is known.
+    measured: float
+    # Polls per second of the accounts never polled yet, whose cost the caller estimates.
+    unmeasured: float
+
+    def requests_per_second(self, requests_per_poll: float) -> float:
+        """The demand in requests per second, an unmeasured poll costing `requests_per_poll`."""
+        return self.measured + self.unmeasured * requests_per_poll
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalStretch:
+    """How far one provider's polled or swept accounts' intervals are stretched, and from what."""
+
+    provider: Provider
+    sweep: bool
+    # The factor every interval of these accounts is multiplied by (1: not stretched).
+    stretch: float
+    accounts: int
+    # Requests per second their intervals ask for, and the part of the app-wide limit polls may use
+    # (None: the provider has no app-wide limit).
+    demand: float
+    budget: float | None
+    updated_at: datetime | None = None
 
 
 class LeaseLost(Exception):
@@ -209,6 +308,19 @@ def _lease(row: Mapping[str, Any]) -> AccountLease:
         lease_until=row["lease_until"],
         due_at=row["next_due_at"],
         interval_seconds=row["interval_seconds"],
+        sweep=row["sweep"],
+    )
+
+
+def _stretch(row: Mapping[str, Any]) -> IntervalStretch:
+    return IntervalStretch(
+        provider=Provider(row["provider"]),
+        sweep=row["sweep"],
+        stretch=row["stretch"],
+        accounts=row["accounts"],
+        demand=row["demand"],
+        budget=row["budget"],
+        updated_at=row["updated_at"],
     )
 
 
@@ -280,7 +392,64 @@ class PollState:
             lease_until=row["lease_until"],
             last_polled_at=row["last_polled_at"],
             last_outcome=row["last_outcome"],
+            sweep=row["sweep"],
+            requests_per_poll=row["requests_per_poll"],
         )
+
+    # ----- interval stretch ------------------------------------------------------------------
+
+    async def demand(self) -> list[Demand]:
+        """What the enabled accounts ask for, per provider and kind (polled, swept)."""
+        return [
+            Demand(
+                provider=Provider(row["provider"]),
+                sweep=row["sweep"],
+                accounts=row["accounts"],
+                measured=float(row["measured"]),
+                unmeasured=float(row["unmeasured"]),
+            )
+            for row in await self._pool.fetch(_DEMAND)
+        ]
+
+    async def set_stretches(self, stretches: Collection[IntervalStretch]) -> None:
+        """Store each provider's and kind's stretch; the next poll of each account is due after its
+        interval times the stretch. A stretch that shrank by more than a fifth brings in at once the
+        due times the old one pushed out (an account then waits at most the new stretched interval
+        after its last poll)."""
+        rows = list(stretches)
+        for row in rows:
+            if row.stretch < 1:
+                raise ValueError(f"a stretch is at least 1, not {row.stretch}")
+        async with self._pool.acquire() as conn, conn.transaction():
+            written = await conn.fetch(
+                _SET_STRETCH,
+                [row.provider.value for row in rows],
+                [row.sweep for row in rows],
+                [row.stretch for row in rows],
+                [row.accounts for row in rows],
+                [row.demand for row in rows],
+                [row.budget for row in rows],
+            )
+            before = {(w["provider"], w["sweep"]): w["before"] for w in written}
+            for row in rows:
+                old = before.get((row.provider.value, row.sweep))
+                if old is not None and row.stretch * 1.25 < old:
+                    await conn.execute(_PULL_IN, row.provider.value, row.sweep, row.stretch)
+
+    async def stretches(self) -> list[IntervalStretch]:
+        """Every stored stretch, by provider and kind (polled first)."""
+        rows = await self._pool.fetch(f"SELECT {_STRETCH_COLUMNS} FROM poll_stretch ORDER BY provider, sweep")
+        return [_stretch(row) for row in rows]
+
+    async def stretch(self, provider: Provider, sweep: bool) -> IntervalStretch | None:
+        """The stretch of one provider's polled (`sweep` false) or swept accounts; None before the
+        first sync that measured them."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_STRETCH_COLUMNS} FROM poll_stretch WHERE provider = $1 AND sweep = $2",
+            provider.value,
+            sweep,
+        )
+        return None if row is None else _stretch(row)
 
     async def due_now(self, provider: Provider, account: str) -> None:
         """Make an enabled account due now (its connection got tokens again); no-op otherwise."""
@@ -294,8 +463,8 @@ class PollState:
     # ----- leases ----------------------------------------------------------------------------
 
     async def lease_due(self, owner: str, limit: int, lease_seconds: float) -> list[AccountLease]:
-        """Lease up to `limit` enabled accounts that are due and that no live lease holds, most
-        overdue first, for `lease_seconds`.
+        """Lease up to `limit` enabled accounts that are due and that no live lease holds, for
+        `lease_seconds`: polled accounts (without webhooks) before swept ones, most overdue first.
 
         Safe with any number of workers: an account is in one lease at a time. One whose owner
         died is handed over when its lease runs out.
@@ -305,7 +474,9 @@ class PollState:
         _positive("limit", limit)
         _positive("lease_seconds", lease_seconds)
         rows = await self._pool.fetch(LEASE_DUE_QUERY, owner, limit, lease_seconds)
-        return sorted((_lease(row) for row in rows), key=lambda lease: (lease.due_at, lease.account))
+        return sorted(
+            (_lease(row) for row in rows), key=lambda lease: (lease.sweep, lease.due_at, lease.account)
+        )
 
     async def renew(self, lease: AccountLease, lease_seconds: float) -> AccountLease:
         """Extend a live lease to `lease_seconds` from now; LeaseLost when it is no longer held."""
@@ -316,16 +487,24 @@ class PollState:
         return replace(lease, lease_until=until)
 
     async def finish(
-        self, lease: AccountLease, outcome: str, next_poll_in: timedelta | None = None
+        self,
+        lease: AccountLease,
+        outcome: str,
+        next_poll_in: timedelta | None = None,
+        *,
+        requests: int | None = None,
     ) -> datetime:
         """Release the account, recording the poll's `outcome`; returns when it is due next.
 
-        Due one interval after the poll started, or `next_poll_in` from now when given (a
-        provider's `Retry-After`, a failed poll's backoff). LeaseLost when the lease is no longer
-        held: nothing is recorded then.
+        Due one interval (times its provider's and kind's stretch) after the poll started, or
+        `next_poll_in` from now when given (a provider's `Retry-After`, a failed poll's backoff).
+        `requests`, the requests a successful poll made, joins the account's running mean (what its
+        polls cost). LeaseLost when the lease is no longer held: nothing is recorded then.
         """
         delay = None if next_poll_in is None else next_poll_in.total_seconds()
-        due: datetime | None = await self._pool.fetchval(_FINISH, *self._key(lease), outcome, delay)
+        if requests is not None and requests < 0:
+            raise ValueError(f"requests must not be negative, not {requests}")
+        due: datetime | None = await self._pool.fetchval(_FINISH, *self._key(lease), outcome, delay, requests)
         if due is None:
             raise await self._lost(self._pool, lease)
         return due

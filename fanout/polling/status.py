@@ -1,5 +1,6 @@
 """Where polling stands for one connection: its effective mode and interval, its account's last and
-next poll, each entity's watermark, the rate budget in use, and its latest backfill.
+next poll and how far its interval is stretched, each entity's watermark, the rate budget in use, and
+its latest backfill.
 
 Read by the admin API (`GET /admin/v1/connections/{id}/sync`, docs/admin-api.md); nothing here writes.
 """
@@ -13,7 +14,7 @@ import asyncpg
 from fanout.polling.adapters import ADAPTERS, WEBHOOK_PROVIDERS
 from fanout.polling.backfills import BackfillJob, BackfillJobs
 from fanout.polling.budget import RateBudgets, ScopeUse
-from fanout.polling.state import POLLED_PROVIDERS, PollAccount, PollState
+from fanout.polling.state import POLLED_PROVIDERS, IntervalStretch, PollAccount, PollState
 from provider_auth.accounts.store import Connection, ConnectionStatus, PollingMode
 
 __all__ = ["SyncStatus", "effective_polling", "sync_status"]
@@ -58,6 +59,14 @@ class SyncStatus:
     # The account's rate budget scopes by label (`minute`, `day`, `in_flight`, `app_minute`).
     budget: Mapping[str, ScopeUse]
     backfill: BackfillJob | None
+    # How far the account's provider stretches its kind of account (polled or swept) now; None
+    # before the first sync that measured them (not stretched).
+    stretch: IntervalStretch | None = None
+
+    @property
+    def stretch_factor(self) -> float:
+        """The factor the account's interval is multiplied by now (1: not stretched)."""
+        return 1.0 if self.stretch is None else self.stretch.stretch
 
 
 async def sync_status(
@@ -80,4 +89,5 @@ async def sync_status(
     watermarks = {entity: stored.get(entity) for entity in ADAPTERS[provider].ENTITIES}
     budget = await budgets.in_use(provider, account_id)
     backfill = await BackfillJobs(pool).latest(connection.id)
-    return SyncStatus(connection, mode, interval, polled, account, watermarks, budget, backfill)
+    stretch = None if account is None else await state.stretch(provider, account.sweep)
+    return SyncStatus(connection, mode, interval, polled, account, watermarks, budget, backfill, stretch)

@@ -175,6 +175,41 @@ class PollingView(BaseModel):
     )
 
 
+class StretchView(BaseModel):
+    """How far the account's interval is stretched to fit its provider's app-wide rate limit."""
+
+    factor: float = Field(description="The account's interval is multiplied by this now (1: not stretched).")
+    interval_seconds: int | None = Field(
+        description="The account's interval times the factor: how often it is polled now."
+    )
+    kind: str | None = Field(
+        description="`poll` or `sweep`: the account's polls are sweeps when every active connection"
+        " of it gets webhooks; sweeps stretch first when the limit is short."
+    )
+    accounts: int | None = Field(description="The provider's accounts of this kind.")
+    demand_per_second: float | None = Field(
+        description="Requests per second those accounts' intervals ask for."
+    )
+    budget_per_second: float | None = Field(
+        description="Requests per second polls may plan on under the app-wide limit (null: none)."
+    )
+
+    @classmethod
+    def of(cls, found: SyncStatus) -> "StretchView":
+        """The stretch of `found`'s account."""
+        account, stretch = found.account, found.stretch
+        return cls(
+            factor=round(found.stretch_factor, 3),
+            interval_seconds=None
+            if account is None
+            else round(account.interval_seconds * found.stretch_factor),
+            kind=None if account is None else ("sweep" if account.sweep else "poll"),
+            accounts=None if stretch is None else stretch.accounts,
+            demand_per_second=None if stretch is None else round(stretch.demand, 3),
+            budget_per_second=None if stretch is None or stretch.budget is None else round(stretch.budget, 3),
+        )
+
+
 class BudgetUse(BaseModel):
     """One rate budget scope of the account."""
 
@@ -192,6 +227,7 @@ class SyncView(BaseModel):
     status: str
     polling: PollingView
     entities: list[EntitySync]
+    stretch: StretchView
     requests: dict[str, BudgetUse] = Field(
         description="The account's rate budget scopes by label: `minute`, `day`, `in_flight`, `app_minute`."
     )
@@ -220,6 +256,7 @@ class SyncView(BaseModel):
                 polled=found.polled,
                 account_interval_seconds=account.interval_seconds if account is not None else None,
             ),
+            stretch=StretchView.of(found),
             entities=[
                 EntitySync(
                     entity=entity,

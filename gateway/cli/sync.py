@@ -132,6 +132,12 @@ def render_sync(console: Console, status: dict[str, Any]) -> None:
     shared = polling["account_interval_seconds"]
     if shared and shared != every:
         mode += f" (the account: every {shared} s)"
+    stretch = status.get("stretch") or {}
+    if stretch.get("factor", 1.0) > 1.0:
+        mode += (
+            f", stretched x{stretch['factor']:g} to every {stretch['interval_seconds']} s"
+            f" ({stretch['kind']} accounts; the provider's app limit is short)"
+        )
     console.print(
         f"polling: {mode}, setting {polling['mode']}; {'polled' if polling['polled'] else 'not polled now'}",
         highlight=False,

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from fanout.polling.budget import ProviderLimits, RateBudgets
 from fanout.polling.fetcher import PageFetcher
-from fanout.polling.poller import Poller, PollerConfig, PollerMetrics
+from fanout.polling.poller import Poller, PollerConfig, PollerMetrics, SchedulerMetrics
 from gateway.runtime.infra import Infrastructure
 from gateway.settings import Settings
 from provider_auth.providers import Provider
@@ -103,4 +103,12 @@ def build_poller(
         # is renewed meanwhile) rather than failing and starting over from its first page.
         permit_wait=budgets.minute + 30.0,
     )
-    return Poller(poller_config(settings), infra.pool, infra.producer, fetcher, metrics, tracer=tracer)
+    return Poller(
+        poller_config(settings),
+        infra.pool,
+        infra.producer,
+        fetcher,
+        metrics,
+        tracer=tracer,
+        scheduler_metrics=SchedulerMetrics(registry),
+    )
