@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from provider_auth.accounts.store import fetch_planned_per_call
+from provider_auth.queries import fetch_planned_per_call
 
 __all__ = [
     "SYSTEM_ACTOR",

@@ -17,6 +17,7 @@ import orjson
 
 from provider_auth.ids import canonical_uuid, uuid7
 from provider_auth.providers import Provider
+from provider_auth.queries import fetch_planned_per_call
 from provider_auth.vault import KeyRing
 
 
@@ -138,26 +139,6 @@ def page_query(filters: Sequence[str]) -> str:
         f"SELECT {_COLUMNS} FROM connections WHERE {' AND '.join(conditions)}"
         f" ORDER BY id LIMIT ${len(filters) + 2}"
     )
-
-
-async def fetch_planned_per_call(
-    db: asyncpg.Pool | asyncpg.Connection, sql: str, *args: Any
-) -> list[asyncpg.Record]:
-    """The rows of `sql`, planned for these very `args`, in a transaction of its own (in a caller's
-    transaction, the setting lasts until that one ends).
-
-    After five calls of a prepared statement PostgreSQL may keep one generic plan for every value:
-    for a list query that is the plan of a common value (walk the primary key, keep what matches),
-    which reads most of the table for a rare one (a status few connections have). A custom plan
-    costs a planning per call, small next to such a page.
-    """
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            return await fetch_planned_per_call(conn, sql, *args)
-    async with db.transaction():
-        await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        records: list[asyncpg.Record] = await db.fetch(sql, *args)
-        return records
 
 
 def _webhook_secrets_aad(connection_id: str) -> bytes:
