@@ -833,6 +833,34 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def migrated(
+    database_url: str, bootstrap: str, env: dict[str, str], data_dir: Path
+) -> tuple[Settings, dict[str, Pids]]:
+    """The run's settings once `ledgerhook migrate` has run (it also creates the topics with
+    PARTITIONS partitions; the dev broker would pick its own count), and how to find the broker's,
+    PostgreSQL's and this process's pids for the CPU watch."""
+    settings = load_settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        kafka_idempotent_producer=False,
+        topic_partitions=PARTITIONS,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "migrate"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    broker_pid = child_named("tansu")
+    common: dict[str, Pids] = {
+        "broker": only(broker_pid) if broker_pid else set,
+        "postgres": lambda: tree(postmaster_pid(data_dir)),
+        "bench": only(os.getpid()),
+    }
+    return settings, common
+
+
 def bench_env(database_url: str, bootstrap: str) -> dict[str, str]:
     """The `LEDGERHOOK_*` configuration every process of the run shares."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERHOOK_")}
@@ -1048,26 +1076,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> bool:
         env["LEDGERHOOK_RECONCILE_WEBHOOKS"] = "true" if args.reconcile_webhooks == "on" else "false"
         if args.batch_size is not None:
             env["LEDGERHOOK_WORKER_BATCH_SIZE"] = str(args.batch_size)
-        settings = load_settings(
-            database_url=database_url,
-            kafka_bootstrap_servers=broker.bootstrap,
-            kafka_idempotent_producer=False,
-            topic_partitions=PARTITIONS,
-        )
-        # `migrate` also creates the topics with 6 partitions (the dev broker would pick its own count).
-        subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "migrate"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        broker_pid = child_named("tansu")
-        common: dict[str, Pids] = {
-            "broker": only(broker_pid) if broker_pid else set,
-            "postgres": lambda: tree(postmaster_pid(data_dir)),
-            "bench": only(os.getpid()),
-        }
+        settings, common = migrated(database_url, broker.bootstrap, env, data_dir)
         stack = Stack(args, tmp, env, settings, common)
         work = await prepare_workload(stack, rng)
         copies = await drain_passthrough(stack, work)

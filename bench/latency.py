@@ -41,17 +41,14 @@ from bench.fanout import (  # noqa: E402
     READER_FETCH_WAIT_MS,
     Batches,
     CpuWatch,
-    Pids,
     Stack,
     bench_env,
-    child_named,
     create_topic,
     latency_pool,
+    migrated,
     only,
     partitions_of,
-    postmaster_pid,
     scrape_batches,
-    tree,
 )
 from bench.fanout_poster import write_pool  # noqa: E402
 from bench.fanout_workload import make_accounts, register  # noqa: E402
@@ -60,11 +57,10 @@ from fanout.pipeline import FETCH_MAX_WAIT_MS, POLL_TIMEOUT_MS  # noqa: E402
 from fanout.raw import H_DELIVERY_ID, header  # noqa: E402
 from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
 from gateway.runtime.kafka import connection_options, make_producer  # noqa: E402
-from gateway.settings import Settings, load_settings  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
 from provider_auth.accounts.store import ConnectionStore  # noqa: E402
 
 TRIP_TOPIC = "ledgerhook.bench.trip"
-PARTITIONS = 6
 REST_P99_TARGET_MS = 50.0
 H_SEQ = "x-bench-seq"
 
@@ -436,25 +432,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> bool:
     try:
         broker.start()
         env = bench_env(database_url, broker.bootstrap)
-        settings = load_settings(
-            database_url=database_url,
-            kafka_bootstrap_servers=broker.bootstrap,
-            kafka_idempotent_producer=False,
-            topic_partitions=PARTITIONS,
-        )
-        subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "migrate"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        broker_pid = child_named("tansu")
-        common: dict[str, Pids] = {
-            "broker": only(broker_pid) if broker_pid else set,
-            "postgres": lambda: tree(postmaster_pid(data_dir)),
-            "bench": only(os.getpid()),
-        }
+        settings, common = migrated(database_url, broker.bootstrap, env, data_dir)
         stack = Stack(args, tmp, env, settings, common)
         accounts = make_accounts(rng, 180, 120, 0.2)
         db = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
