@@ -73,6 +73,34 @@ def account_ids(rng: random.Random, quickbooks: int, xero: int) -> list[tuple[Pr
     return mixed
 
 
+def emulator_tokens(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    producer: AIOKafkaProducer,
+    emulator: str,
+    client: tuple[str, str],
+) -> TokenManager:
+    """A token manager whose QuickBooks and Xero apps are the provider emulator's at `emulator`."""
+    assert settings.encryption_keys is not None
+    apps = {
+        p: OAuthApp(
+            provider=p,
+            client_id=client[0],
+            client_secret=client[1],
+            token_url=f"{emulator}/{p.value}/oauth/token",
+            api_base_url=f"{emulator}/{p.value}",
+        )
+        for p in (QB, XERO)
+    }
+    return TokenManager(
+        CredentialStore(pool, KeyRing.parse(settings.encryption_keys.get_secret_value())),
+        TokenClient(http, timeout=10.0),
+        apps,
+        StatusTransitions(AccountEventPublisher(producer, settings.topic_account_events)),
+    )
+
+
 async def register(
     settings: Settings,
     producer: AIOKafkaProducer,
@@ -83,7 +111,6 @@ async def register(
     token_lifetime: float,
 ) -> list[Account]:
     """A grant at the emulator, a connection and its handed-over tokens for each account."""
-    assert settings.encryption_keys is not None
     pool = await asyncpg.create_pool(
         settings.database_url.get_secret_value(),
         min_size=2,
@@ -91,22 +118,7 @@ async def register(
         server_settings={"application_name": "ledgerhook-bench"},
     )
     try:
-        apps = {
-            p: OAuthApp(
-                provider=p,
-                client_id=client[0],
-                client_secret=client[1],
-                token_url=f"{emulator}/{p.value}/oauth/token",
-                api_base_url=f"{emulator}/{p.value}",
-            )
-            for p in (QB, XERO)
-        }
-        tokens = TokenManager(
-            CredentialStore(pool, KeyRing.parse(settings.encryption_keys.get_secret_value())),
-            TokenClient(http, timeout=10.0),
-            apps,
-            StatusTransitions(AccountEventPublisher(producer, settings.topic_account_events)),
-        )
+        tokens = emulator_tokens(settings, pool, http, producer, emulator, client)
         store = ConnectionStore(pool, keyring=None)
         gate = asyncio.Semaphore(16)
 

@@ -64,17 +64,13 @@ from bench.poll import (  # noqa: E402
     stop_emulator,
     worker_env,
 )
-from bench.poll_workload import QB, XERO, account_ids, control  # noqa: E402
-from fanout.account_events import AccountEventPublisher  # noqa: E402
+from bench.poll_workload import QB, XERO, account_ids, control, emulator_tokens  # noqa: E402
 from gateway.dev import samples  # noqa: E402
 from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
 from gateway.runtime.kafka import make_producer  # noqa: E402
 from gateway.settings import Settings, load_settings  # noqa: E402
-from provider_auth.accounts.status import StatusTransitions  # noqa: E402
-from provider_auth.oauth.apps import OAuthApp  # noqa: E402
-from provider_auth.oauth.client import TokenClient  # noqa: E402
 from provider_auth.providers import Provider  # noqa: E402
-from provider_auth.tokens import ConnectionRef, Credentials, CredentialStore, TokenManager  # noqa: E402
+from provider_auth.tokens import ConnectionRef, Credentials  # noqa: E402
 from provider_auth.vault import KeyRing  # noqa: E402
 
 BENCH_APPLICATION = "ledgerhook-bench"
@@ -299,26 +295,10 @@ async def hand_over(
     grant: dict[str, str],
 ) -> None:
     """The grant's tokens handed over for one connection, as `PUT .../credentials` does."""
-    assert settings.encryption_keys is not None
     producer = make_producer(settings)
     await producer.start()
     try:
-        apps = {
-            p: OAuthApp(
-                provider=p,
-                client_id=CLIENT[0],
-                client_secret=CLIENT[1],
-                token_url=f"{emulator}/{p.value}/oauth/token",
-                api_base_url=f"{emulator}/{p.value}",
-            )
-            for p in (QB, XERO)
-        }
-        tokens = TokenManager(
-            CredentialStore(pool, KeyRing.parse(settings.encryption_keys.get_secret_value())),
-            TokenClient(http, timeout=10.0),
-            apps,
-            StatusTransitions(AccountEventPublisher(producer, settings.topic_account_events)),
-        )
+        tokens = emulator_tokens(settings, pool, http, producer, emulator, CLIENT)
         await tokens.put_credentials(
             ConnectionRef(str(connection.id), connection.provider, connection.account_id),
             Credentials(
