@@ -3,6 +3,7 @@
 import random
 import ssl
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -40,7 +41,13 @@ def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: l
     """
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[zlib.crc32(key) % len(all_partitions)]
+    return partition_of(key, all_partitions)
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition of `key` among a topic's sorted partition ids: the crc32 mapping, also used
+    where the gateway batches records itself (gateway.ingress.rawlog)."""
+    return partitions[zlib.crc32(key) % len(partitions)]
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
