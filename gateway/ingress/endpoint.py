@@ -192,13 +192,13 @@ class Ingress:
                 note_answer(span, 405, "method_not_allowed")
             return 405, {"allow": "POST"}
         started = time.perf_counter()
-        self._metrics.in_flight.inc()
+        self._metrics.in_flight += 1
         try:
             answer, outcome = await self._handle(
                 provider, connection_id, headers, read_body, counted, started, span
             )
         finally:
-            self._metrics.in_flight.dec()
+            self._metrics.in_flight -= 1
         counted.outcome(outcome)
         if span is not None:
             note_answer(span, answer[0], outcome)
