@@ -8,10 +8,19 @@ and the same uvicorn settings:
 - `ledgerhook`: `ledgerhook serve` (one worker), which also appends each delivery to the raw topic
   and waits for the broker's acknowledgement before its 200.
 
-For each target: deliveries/s at saturation (closed loop, keep-alive connections, after a warm-up)
-and ack latency at a fixed offered rate (open loop, measured from each request's scheduled time).
-At the end the raw topic is read back: it must hold exactly one record per 200 the gateway gave,
-each with a body that was sent, or the run fails.
+Both servers run side by side, each on its own port (the idle one costs no CPU), and are measured
+in turns close in time, because on a shared machine the CPU speed drifts within minutes and two
+figures taken a minute apart are mostly noise:
+
+- saturation (closed loop, keep-alive connections, after a warm-up), in `--rounds` rounds: in each
+  round every target runs one phase, targets alternating (bare, ledgerhook, bare, ledgerhook, ...);
+- then, once per target, ack latency at a fixed offered rate (open loop, measured from each
+  request's scheduled time).
+
+The summary gives each target's median deliveries/s over the rounds and the median of the
+per-round ratios (ledgerhook / bare in the same round), with the ratio of every round.
+At the end the raw topic is read back: it must hold exactly one record per 200 the gateway gave
+over all its phases, each with a body that was sent, or the run fails.
 
 Run: `python bench/ingest.py` (see `--help` and bench/README.md).
 """
@@ -27,6 +36,7 @@ import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +62,7 @@ from gateway.ingress.delivery import H_DELIVERY_ID  # noqa: E402
 VERIFIER_TOKENS = ("bench-previous-verifier-token", "bench-current-verifier-token")
 RAW_TOPIC = "ledgerhook.webhooks.raw"
 WEBHOOK_PATH = "/webhooks/quickbooks"
-RATIO_TARGET = 0.5
+RATIO_TARGET = 0.6
 BUSY_OTHER_CPU = 0.25  # other work above this share of a core during a window disturbs the figures
 P99_TARGET_MS = 25.0
 
@@ -213,6 +223,13 @@ class Phase:
         return self.ok_window / self.duration
 
     @property
+    def server_us_per_ok(self) -> float:
+        """Server CPU microseconds per 200 inside the window (NaN without 200s)."""
+        if not self.ok_window:
+            return float("nan")
+        return self.server_cpu / self.ok_per_second * 1e6
+
+    @property
     def non_200(self) -> int:
         """Answers other than 200 (and requests never answered) over the whole phase."""
         answers = self.status_total + self.discarded
@@ -248,9 +265,19 @@ class LoadSettings:
     duration: float
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running target: its name, the port it listens on and its pid."""
+
+    target: str
+    port: int
+    pid: int
+
+
 def run_phase(
     target: str,
     mode: str,
+    name: str,
     port: int,
     pool: Pool,
     load: LoadSettings,
@@ -260,10 +287,10 @@ def run_phase(
 ) -> Phase:
     """Run the load generators once against `port` and merge what they report.
 
+    `watch` maps roles ("server", "broker") to the pids whose CPU is measured over the window.
     With `profile_to`, py-spy samples the server over the measurement window into that file.
     """
     warmup = load.closed_warmup if mode == "closed" else load.open_warmup
-    name = "saturation" if mode == "closed" else f"open {load.rate:g}/s"
     phase = Phase(target, name, load.duration)
     per_process = max(1, load.connections // load.processes)
     procs = []
@@ -355,40 +382,89 @@ def run_phase(
     return phase
 
 
-def run_target(
-    target: str,
-    port: int,
-    pool: Pool,
-    load: LoadSettings,
-    watch: dict[str, int | None],
-    profile_dir: Path | None = None,
-    quiet_wait: float = 0.0,
-    busy_retries: int = 0,
-) -> tuple[list[Phase], int]:
-    """Saturation, then the fixed rate; returns the phases and how many pool entries were used.
+@dataclass
+class Runner:
+    """What every phase shares: the deliveries, the load, the processes watched and the retry policy.
 
-    A phase during which other work took more than BUSY_OTHER_CPU of a core is run again, up to
-    `busy_retries` times, and the quietest attempt is kept (its 200s still count for the check).
+    `offsets` holds, per target, the next pool index to send, so that a target is not sent the
+    same delivery twice across its phases (as far as the pool lasts).
     """
-    phases = []
-    offset = 0
-    for mode in ("closed", "open"):
+
+    pool: Pool
+    load: LoadSettings
+    watch: dict[str, int | None]
+    quiet_wait: float = 0.0
+    busy_retries: int = 0
+    profile_dir: Path | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def measure(self, server: Server, mode: str, name: str, profile: bool = False) -> Phase:
+        """One phase against `server`, run again while other work disturbs it; the quietest is kept.
+
+        A phase during which other work took more than BUSY_OTHER_CPU of a core is run again, up to
+        `busy_retries` times; the answers of the attempts not kept still count for the check.
+        With `profile` (and a profile directory), py-spy samples every attempt's window.
+        """
+        self.watch["server"] = server.pid
+        profile_to = None
+        if profile and self.profile_dir is not None:
+            profile_to = self.profile_dir / f"{server.target}-{mode}.txt"
         attempts: list[Phase] = []
-        while not attempts or (attempts[-1].other_cpu > BUSY_OTHER_CPU and len(attempts) <= busy_retries):
-            wait_for_quiet(quiet_wait)
-            profile_to = profile_dir / f"{target}-{mode}.txt" if profile_dir else None
-            attempt = run_phase(target, mode, port, pool, load, offset, watch, profile_to)
-            offset += attempt.sent_max * load.processes
+        while not attempts or (
+            attempts[-1].other_cpu > BUSY_OTHER_CPU and len(attempts) <= self.busy_retries
+        ):
+            wait_for_quiet(self.quiet_wait)
+            offset = self.offsets.get(server.target, 0)
+            attempt = run_phase(
+                server.target, mode, name, server.port, self.pool, self.load, offset, self.watch, profile_to
+            )
+            self.offsets[server.target] = offset + attempt.sent_max * self.load.processes
             attempts.append(attempt)
             time.sleep(1.0)  # let the server settle between phases
-        kept = min(attempts, key=lambda a: a.other_cpu)
-        kept.attempts = len(attempts)
-        for attempt in attempts:
-            if attempt is not kept:
-                kept.discarded.update(attempt.status_total)
-                kept.discarded["unanswered"] += attempt.unanswered
-        phases.append(kept)
-    return phases, offset
+        return keep_quietest(attempts)
+
+
+def keep_quietest(attempts: list[Phase]) -> Phase:
+    """The attempt with the least other work, carrying the answers of the others as discarded."""
+    kept = min(attempts, key=lambda a: a.other_cpu)
+    kept.attempts = len(attempts)
+    for attempt in attempts:
+        if attempt is not kept:
+            kept.discarded.update(attempt.status_total)
+            kept.discarded["unanswered"] += attempt.unanswered
+    return kept
+
+
+@dataclass
+class Results:
+    """The kept phases: one saturation phase per target in each round, then each open-loop phase."""
+
+    rounds: list[dict[str, Phase]]
+    open_loop: dict[str, Phase]
+
+    @property
+    def phases(self) -> list[Phase]:
+        """Every kept phase in the order it ran."""
+        return [p for r in self.rounds for p in r.values()] + list(self.open_loop.values())
+
+
+def run_rounds(runner: Runner, servers: list[Server], rounds: int) -> Results:
+    """`rounds` rounds of saturation, the targets taking turns in each, then each target's open loop.
+
+    py-spy (with a profile directory) samples the first round's saturation phases and the open loop.
+    """
+    results = Results([], {})
+    for number in range(1, rounds + 1):
+        this_round: dict[str, Phase] = {}
+        for server in servers:
+            this_round[server.target] = runner.measure(
+                server, "closed", f"saturation {number}", profile=number == 1
+            )
+        results.rounds.append(this_round)
+    for server in servers:
+        name = f"open {runner.load.rate:g}/s"
+        results.open_loop[server.target] = runner.measure(server, "open", name, profile=True)
+    return results
 
 
 def py_spy() -> str:
@@ -524,17 +600,19 @@ def server_stack() -> str:
 
 
 def format_table(phases: list[Phase]) -> str:
-    """One row per target and phase."""
+    """One row per phase, in the order they ran."""
+    width = max([12, *(len(p.name) for p in phases)])
     header = (
-        f"{'target':<11} {'phase':<12} {'200/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'non-200':>8} {'server':>7} {'broker':>7} {'client':>7} {'other':>7}"
+        f"{'target':<11} {'phase':<{width}} {'200/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'non-200':>8} {'server':>7} {'us/200':>7} {'broker':>7} {'client':>7} {'other':>7}"
     )
     lines = [header, "-" * len(header)]
     for p in phases:
         lines.append(
-            f"{p.target:<11} {p.name:<12} {p.ok_per_second:>8.0f} {p.percentile(0.50):>8.2f} "
+            f"{p.target:<11} {p.name:<{width}} {p.ok_per_second:>8.0f} {p.percentile(0.50):>8.2f} "
             f"{p.percentile(0.99):>8.2f} {p.percentile(1.0):>8.2f} {p.non_200:>8d} "
-            f"{p.server_cpu:>7.0%} {p.broker_cpu:>7.0%} {p.client_cpu:>7.0%} {p.other_cpu:>7.0%}"
+            f"{p.server_cpu:>7.0%} {p.server_us_per_ok:>7.0f} {p.broker_cpu:>7.0%} {p.client_cpu:>7.0%} "
+            f"{p.other_cpu:>7.0%}"
         )
     return "\n".join(lines)
 
@@ -559,9 +637,10 @@ def describe_failures(phases: list[Phase]) -> list[str]:
 
 
 def report(
-    phases: list[Phase], stored: Stored | None, pool: Pool, load: LoadSettings, gateway_pool_used: int
+    results: Results, stored: Stored | None, pool: Pool, load: LoadSettings, gateway_pool_used: int
 ) -> bool:
     """Print the table, the notes, the storage check and the summary line; False on a mismatch."""
+    phases = results.phases
     print()
     print(format_table(phases))
     lags = ", ".join(f"{p.target} {percentile(p.send_lag_ms, 0.99):.2f} ms" for p in phases if p.send_lag_ms)
@@ -570,7 +649,8 @@ def report(
         "  open loop from each request's scheduled send time (client send lag p99, included: "
         f"{lags}).\n"
         f"  CPU: share of one core over the window ({os.cpu_count()} cores = {(os.cpu_count() or 1) * 100}%);"
-        " other = the rest of the machine."
+        " other = the rest of the machine.\n"
+        "  us/200: server CPU microseconds per 200 answer in the window."
     )
     busiest = max(phases, key=lambda p: p.other_cpu, default=None)
     if busiest is not None and busiest.other_cpu > BUSY_OTHER_CPU:
@@ -594,19 +674,60 @@ def report(
         if gateway_pool_used > pool.size:
             print(f"  note: the gateway was sent more than the {pool.size} pool deliveries; bodies repeated")
 
-    by = {(p.target, p.name.split()[0]): p for p in phases}
-    sat_gw, sat_bare = by.get(("ledgerhook", "saturation")), by.get(("bare", "saturation"))
-    open_gw = by.get(("ledgerhook", "open"))
-    if sat_gw and sat_bare and open_gw:
-        ratio = sat_gw.ok_per_second / sat_bare.ok_per_second if sat_bare.ok_per_second else 0.0
-        p99 = open_gw.percentile(0.99)
-        print(
-            f"ingest: ledgerhook {sat_gw.ok_per_second:.0f} deliveries/s "
-            f"vs bare {sat_bare.ok_per_second:.0f}/s (ratio {ratio:.2f}, target >= {RATIO_TARGET}); "
-            f"p99 at {load.rate:g}/s {p99:.1f} ms "
-            f"(target <= {P99_TARGET_MS:g} ms)" + ("" if ok else "; STORED COUNT MISMATCH")
-        )
+    if results.rounds:
+        print(summary_line(results, load) + ("" if ok else "; STORED COUNT MISMATCH"))
     return ok
+
+
+def median(values: list[float]) -> float:
+    """The median of the finite `values` (NaN when there are none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else float("nan")
+
+
+def rounds_text(count: int) -> str:
+    """`1 round`, `3 rounds`."""
+    return f"{count} round" + ("" if count == 1 else "s")
+
+
+def summary_line(results: Results, load: LoadSettings) -> str:
+    """`ingest: ...`: medians over the rounds, the per-round ratios, CPU per delivery, open-loop p99.
+
+    With both targets, the ratio is the median of the rounds' own ratios (ledgerhook / bare in the
+    same round); with one target, its rounds' deliveries/s are listed instead.
+    """
+    targets = list(results.rounds[0])
+    per_target = {t: [r[t] for r in results.rounds] for t in targets}
+    rate = {t: median([p.ok_per_second for p in ps]) for t, ps in per_target.items()}
+    cost = {t: median([p.server_us_per_ok for p in ps]) for t, ps in per_target.items()}
+    if "ledgerhook" in rate and "bare" in rate:
+        ratios = [
+            r["ledgerhook"].ok_per_second / r["bare"].ok_per_second if r["bare"].ok_per_second else 0.0
+            for r in results.rounds
+        ]
+        each = ", ".join(f"{x:.2f}" for x in ratios)
+        parts = [
+            f"ingest: ledgerhook {rate['ledgerhook']:.0f} deliveries/s vs bare {rate['bare']:.0f}/s "
+            f"(median ratio of {rounds_text(len(ratios))} {median(ratios):.2f}: {each}; "
+            f"target >= {RATIO_TARGET})",
+            f"server CPU per delivery {cost['ledgerhook']:.0f} us vs {cost['bare']:.0f} us",
+        ]
+    else:
+        (target,) = targets
+        each = ", ".join(f"{p.ok_per_second:.0f}" for p in per_target[target])
+        parts = [
+            f"ingest: {target} {rate[target]:.0f} deliveries/s "
+            f"(median of {rounds_text(len(per_target[target]))}: {each})",
+            f"server CPU per delivery {cost[target]:.0f} us",
+        ]
+    open_phase = results.open_loop.get("ledgerhook") or next(iter(results.open_loop.values()), None)
+    if open_phase is not None:
+        p99 = f"p99 at {load.rate:g}/s {open_phase.percentile(0.99):.1f} ms"
+        if open_phase.target == "ledgerhook":
+            parts.append(f"{p99} (target <= {P99_TARGET_MS:g} ms)")
+        else:
+            parts.append(f"{open_phase.target} {p99}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,8 +736,19 @@ def report(
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description="Ingest benchmark: ledgerhook serve vs a bare endpoint.")
+    parser = argparse.ArgumentParser(
+        description="Ingest benchmark: ledgerhook serve vs a bare endpoint. Both servers run at once; "
+        "saturation is measured in rounds, the targets taking turns in each (bare, ledgerhook, bare, ...), "
+        "then each target's open loop once. The ratio is the median of the rounds' ratios."
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measurement window per phase (s)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="saturation rounds; in each, every target runs one closed-loop phase, in turn",
+    )
     parser.add_argument("--warmup", type=float, default=3.0, help="closed-loop warm-up (s)")
     parser.add_argument("--open-warmup", type=float, default=2.0, help="open-loop warm-up (s)")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
@@ -644,7 +776,8 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="DIR",
-        help="sample each server with py-spy during every window; raw profiles and hot spots in DIR",
+        help="sample the measured server with py-spy during the first round's saturation windows and "
+        "the open-loop windows; raw profiles and hot spots in DIR",
     )
     parser.add_argument(
         "--targets", default="bare,ledgerhook", help="comma-separated subset of bare,ledgerhook"
@@ -652,10 +785,45 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def server_command(target: str, port: int) -> tuple[list[str], str]:
+    """The command that serves `target` and the URL that answers 200 once it is ready."""
+    base = f"http://127.0.0.1:{port}"
+    if target == "bare":
+        return [sys.executable, "-m", "bench.bare_app"], base + "/livez"
+    if target == "ledgerhook":  # ready once the broker and the database are reachable
+        return [sys.executable, "-m", "gateway.cli", "serve"], base + "/readyz"
+    raise SystemExit(f"unknown target {target!r}")
+
+
+def start_servers(
+    stack: contextlib.ExitStack, targets: list[str], env: dict[str, str], log_dir: Path
+) -> list[Server]:
+    """Start every target on its own port with its own log; they stop when `stack` closes."""
+    servers = []
+    for target in targets:
+        port = free_port()
+        command, ready = server_command(target, port)
+        target_env = env | {"LEDGERHOOK_PORT": str(port)}
+        pid = stack.enter_context(server_process(command, target_env, ready, log_dir / f"{target}.log"))
+        servers.append(Server(target, port, pid))
+    return servers
+
+
+def parse_targets(text: str) -> list[str]:
+    """The targets named in `--targets`, in order, each once; exits on an unknown or missing one."""
+    targets = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [t for t in targets if t not in ("bare", "ledgerhook")]
+    if unknown or not targets:
+        raise SystemExit(f"--targets: expected a subset of bare,ledgerhook, got {text!r}")
+    return targets
+
+
 def main() -> int:
     """Run the benchmark; exit 1 when the stored count does not match the 200s."""
     args = parse_args()
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = parse_targets(args.targets)
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     if args.profile is not None:
         py_spy()  # fail before the run, not after it
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -677,7 +845,8 @@ def main() -> int:
         )
         print(
             f"servers: {server_stack()}; load: {load.connections} keep-alive connections from "
-            f"{load.processes} uvloop process(es)"
+            f"{load.processes} uvloop process(es); {rounds_text(args.rounds)} of saturation, "
+            f"targets in turn: {', '.join(targets)}"
         )
         print(
             f"deliveries: {pool.size} distinct signed QuickBooks CloudEvents batches, "
@@ -708,27 +877,17 @@ def main() -> int:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-            watch: dict[str, int | None] = {"server": None, "broker": child_pid("tansu")}
-            phases: list[Phase] = []
-            used: dict[str, int] = {}
-            for target in targets:
-                port = free_port()
-                target_env = env | {"LEDGERHOOK_PORT": str(port)}
-                base = f"http://127.0.0.1:{port}"
-                if target == "bare":
-                    command = [sys.executable, "-m", "bench.bare_app"]
-                    ready = base + "/livez"
-                elif target == "ledgerhook":
-                    command = [sys.executable, "-m", "gateway.cli", "serve"]
-                    ready = base + "/readyz"  # broker and database reachable
-                else:
-                    raise SystemExit(f"unknown target {target!r}")
-                with server_process(command, target_env, ready, tmp / f"{target}.log") as pid:
-                    watch["server"] = pid
-                    target_phases, used[target] = run_target(
-                        target, port, pool, load, watch, args.profile, args.wait_quiet, args.busy_retries
-                    )
-                phases.extend(target_phases)
+            runner = Runner(
+                pool,
+                load,
+                watch={"server": None, "broker": child_pid("tansu")},
+                quiet_wait=args.wait_quiet,
+                busy_retries=args.busy_retries,
+                profile_dir=args.profile,
+            )
+            with contextlib.ExitStack() as servers_running:
+                servers = start_servers(servers_running, targets, env, tmp)
+                results = run_rounds(runner, servers, args.rounds)
 
             stored = None
             if "ledgerhook" in targets:
@@ -737,9 +896,12 @@ def main() -> int:
             broker.stop()
             postgres.stop()
 
-    ok = report(phases, stored, pool, load, used.get("ledgerhook", 0))
+    ok = report(results, stored, pool, load, runner.offsets.get("ledgerhook", 0))
     if args.profile is not None:
-        print("profiles (py-spy, 100 Hz, measurement windows; figures above are from a profiled run): ")
+        print(
+            "profiles (py-spy, 100 Hz, first round's saturation and open-loop windows; "
+            "figures above are from a profiled run): "
+        )
         for target in targets:
             for mode in ("closed", "open"):
                 path = args.profile / f"{target}-{mode}.txt"
