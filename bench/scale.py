@@ -416,7 +416,16 @@ async def measure(
         result: list[Phase] = []
         thread = threading.Thread(
             target=lambda: result.append(
-                run_phase(name, "open", port, pool, plan, offset, {"server": gateway.pid, "broker": None})
+                run_phase(
+                    name,
+                    "open",
+                    f"open {plan.rate:g}/s",
+                    port,
+                    pool,
+                    plan,
+                    offset,
+                    {"server": gateway.pid, "broker": None},
+                )
             )
         )
         thread.start()
