@@ -1,6 +1,7 @@
 """Identifiers shared by every layer: time-ordered ids for new things, and UUID validation."""
 
 import os
+import threading
 import time
 import uuid
 
@@ -14,21 +15,22 @@ class _Entropy:
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._pool = b""
-        self._at = 0
+        self.clear()
         os.register_at_fork(after_in_child=self.clear)
 
     def clear(self) -> None:
-        """Forget what is left of the pool."""
+        """Forget what is left of the pool (and a lock another thread may have held at a fork)."""
         self._pool, self._at = b"", 0
+        self._lock = threading.Lock()
 
     def take(self, count: int) -> bytes:
-        """`count` bytes never handed out before."""
-        if self._at + count > len(self._pool):
-            self._pool, self._at = os.urandom(max(self._size, count)), 0
-        start = self._at
-        self._at += count
-        return self._pool[start : self._at]
+        """`count` bytes never handed out before, whichever thread asks."""
+        with self._lock:
+            if self._at + count > len(self._pool):
+                self._pool, self._at = os.urandom(max(self._size, count)), 0
+            start = self._at
+            self._at += count
+            return self._pool[start : self._at]
 
 
 _entropy = _Entropy()

@@ -4,8 +4,8 @@ Deliveries that arrive while earlier ones are on their way to the broker are bat
 batch per partition, and handed to the producer whole (`send_batch`). The producer's per-record
 `send` costs several times more CPU per delivery (a coroutine, a partition lookup, a future and a
 metadata tuple for each record), and on the busiest path that was the largest cost of the gateway
-process; bench/README.md, "Ingest". What a request waits for is unchanged: its own record
-acknowledged by all in-sync replicas, within the ack budget.
+process (bench/README.md, "Where the gateway's time goes"). What a request waits for is unchanged:
+its own record acknowledged by all in-sync replicas, within the ack budget.
 """
 
 import asyncio

@@ -42,3 +42,12 @@ def test_a_forked_child_does_not_reuse_the_parents_pool() -> None:
     from_parent = [uuid7() for _ in range(5)]
     tail = lambda ids: {v.replace("-", "")[13:] for v in ids}  # noqa: E731 (the random part)
     assert not tail(from_child) & tail(from_parent)
+
+
+def test_ids_from_several_threads_are_unique() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [uuid7() for _ in range(5_000)], range(8)))
+    ids = [value for batch in batches for value in batch]
+    assert len(set(ids)) == len(ids) == 40_000
