@@ -72,6 +72,7 @@ from bench.ingest import (  # noqa: E402
     percentile,
     profile_hot_spots,
     py_spy,
+    run_migrate,
     wait_for_quiet,
     wait_http_ok,
 )
@@ -845,13 +846,7 @@ def migrated(
         kafka_idempotent_producer=False,
         topic_partitions=PARTITIONS,
     )
-    subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "migrate"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    run_migrate(env)
     broker_pid = child_named("tansu")
     common: dict[str, Pids] = {
         "broker": only(broker_pid) if broker_pid else set,

@@ -174,6 +174,13 @@ def wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout: float = 60
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
+def run_migrate(env: dict[str, str]) -> None:
+    """`ledgerhook migrate` with `env`: the schema, and the topics with their partitions (the dev
+    broker would pick its own count)."""
+    command = [sys.executable, "-m", "gateway.cli", "migrate"]
+    subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def server_process(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[int]:
     """Run a server subprocess until the block ends; yields its pid once `ready_url` answers 200."""
@@ -870,13 +877,7 @@ def main() -> int:
                 "LEDGERHOOK_SHUTDOWN_DRAIN_SECONDS": "0",
                 "LEDGERHOOK_TOPIC_RAW": RAW_TOPIC,
             }
-            subprocess.run(
-                [sys.executable, "-m", "gateway.cli", "migrate"],
-                env=env,
-                cwd=ROOT,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            run_migrate(env)
             runner = Runner(
                 pool,
                 load,

@@ -57,7 +57,7 @@ import orjson  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench.fanout import Child, CpuSnapshot, CpuWatch, Pids, child_named, only, postmaster_pid, tree  # noqa: E402
-from bench.ingest import cpu_model, percentile, wait_for_quiet  # noqa: E402
+from bench.ingest import cpu_model, percentile, run_migrate, wait_for_quiet  # noqa: E402
 from bench.poll_workload import (  # noqa: E402
     QB,
     XERO,
@@ -1554,14 +1554,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> bool:
             topic_partitions=PARTITIONS,
         )
         env = bench_env(settings, emulator_url)
-        # `migrate` also creates the topics with their partitions (the dev broker would pick its own).
-        subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "migrate"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        run_migrate(env)
         broker_pid = child_named("tansu")
         roles: dict[str, Pids] = {
             "emulator": only(emulator.pid),

@@ -49,7 +49,16 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
 from bench.fanout import Child, CpuSnapshot, CpuWatch, Pids, child_named, only, postmaster_pid, tree  # noqa: E402
-from bench.ingest import VERIFIER_TOKENS, LoadSettings, Phase, Pool, cpu_model, run_phase, wait_http_ok  # noqa: E402
+from bench.ingest import (  # noqa: E402
+    VERIFIER_TOKENS,
+    LoadSettings,
+    Phase,
+    Pool,
+    cpu_model,
+    run_migrate,
+    run_phase,
+    wait_http_ok,
+)
 from bench.loadgen import write_pool  # noqa: E402
 from bench.poll import (  # noqa: E402
     CLIENT,
@@ -614,13 +623,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             "LEDGERHOOK_QUICKBOOKS_VERIFIER_TOKENS": ",".join(VERIFIER_TOKENS),
             "LEDGERHOOK_WORKERS": "1",
         }
-        subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "migrate"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        run_migrate(env)
         broker_pid = child_named("tansu")
         roles: dict[str, Pids] = {
             "emulator": only(emulator.pid),
