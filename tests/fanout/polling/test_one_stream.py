@@ -2,6 +2,7 @@
 the change poller sweeping the same realm from the emulator, in the worker's own tasks. Each version
 of a record reaches the changes topic once, whichever path saw it first."""
 
+import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -123,12 +124,14 @@ async def test_each_version_is_published_once_whichever_path_saw_it_first(stack:
     await caught_up(stack.settings)
 
     # Webhook first: the update's event comes from the webhook; the next sweeps publish nothing more.
-    updated = book.update("Invoice", invoice.id, TotalAmt=99)
-    await post_signed(
-        stack.gateway, "quickbooks", webhook(realm, invoice.id, "Update", last_updated(updated))
-    )
+    # The book takes the update only once the webhook's event is out, so no sweep can see it first
+    # (the poll's two-minute overlap still reads it on the next sweep).
+    version = datetime.fromtimestamp(math.floor(invoice.updated_at) + 1, UTC)
+    await post_signed(stack.gateway, "quickbooks", webhook(realm, invoice.id, "Update", version))
     await caught_up(stack.settings)
     await eventually(has_events(stack, invoice.id, 2), timeout=30)
+    updated = book.update("Invoice", invoice.id, at=version.timestamp(), TotalAmt=99)
+    assert last_updated(updated) == version
     await eventually(swept_since(stack, stack.emu.calls(QB, "cdc")), timeout=30)
 
     events = await events_of(stack, invoice.id)
