@@ -1,6 +1,7 @@
 """Dedupe state benchmark: what remembering published event ids costs PostgreSQL, per event, and
 what expiring a day of them costs, for the unpartitioned table (baseline, the previous SQL) and the
-daily partitions of `fanout.dedupe`, in the same run.
+daily partitions of `fanout.dedupe`, in the same run; then the whole publishing state per change
+event, with the ids of versioned changes remembered (the previous design) and without them.
 
 Starts an embedded PostgreSQL with two databases: `baseline` migrated up to the unpartitioned
 table (every migration before 0012), `partitioned` migrated fully (ids go to `event_ids`; the old
@@ -15,8 +16,16 @@ holding ids, after VACUUM, over the events offered), statements per event (count
 connection's query logger, BEGIN and COMMIT included), time per 1,000 events; then the cost of
 expiring a day: `--events` more ids dated 8 days ago, expired with a 7-day retention by the
 baseline's batched DELETE and by dropping their partition (`maintain_partitions`): time, statements
-and WAL written. One summary line with the ratios. Run: `python bench/dedupe.py` (about a minute);
-bench/README.md.
+and WAL written. One summary line with the ratios.
+
+The publishing state: `--events` change events with versions over `--records` records of 200
+connections (each event a record's next version, `--repeat` of each batch an earlier event again,
+as a provider's retry or a poll's overlap brings it), published by `fanout.dedupe.publish_once`
+itself, on a producer to an embedded broker, into two more databases: one with
+`remember_reconciled=True` (every id remembered besides the record's version, as before this
+design), one as the worker runs it (the record's version only). Prints rows and bytes per event
+(`record_versions` and `event_ids` together) and statements per event, and a second summary line.
+Run: `python bench/dedupe.py` (under a minute); bench/README.md.
 """
 
 import argparse
@@ -29,7 +38,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -41,8 +50,11 @@ if str(ROOT) not in sys.path:  # `python bench/dedupe.py` puts bench/, not the r
 import asyncpg  # noqa: E402
 
 from bench.ingest import cpu_model  # noqa: E402
-from fanout.dedupe import maintain_partitions, remember  # noqa: E402
-from gateway.dev.embedded import EmbeddedPostgres  # noqa: E402
+from bench.ingest_path import bench_settings  # noqa: E402
+from fanout.dedupe import Outgoing, maintain_partitions, publish_once, remember  # noqa: E402
+from fanout.reconcile import RecordVersion  # noqa: E402
+from gateway.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
+from gateway.runtime.kafka import ensure_topics, make_producer  # noqa: E402
 from gateway.runtime.migrate import migrate, migration_files  # noqa: E402
 
 RETENTION = timedelta(days=7)
@@ -220,6 +232,160 @@ async def expire_partitioned(url: str, events: int) -> Expiry:
     return Expiry(events, seconds, counted.statements, wal)
 
 
+# ---------------------------------------------------------------------------------------------
+# The publishing state per change event
+
+# The tables a publishing transaction writes: record versions and dedupe ids.
+STATE_TABLES = ("record_versions", "event_ids")
+CONNECTIONS = 200
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class State:
+    """One design's figures for publishing change events."""
+
+    events: int
+    produced: int
+    superseded: int
+    rows: dict[str, int]
+    bytes: dict[str, int]
+    statements: int
+    seconds: float
+
+
+def change_batches(
+    events: int, records: int, size: int, repeat: float, seed: int = 15
+) -> list[list[Outgoing]]:
+    """Change events with versions: each a random record's next version, `repeat` of each batch an
+    event of an earlier batch again."""
+    rng = random.Random(seed)
+    connections = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(CONNECTIONS)]
+    keys = [(connections[n % CONNECTIONS], f"{100_000 + n}") for n in range(records)]
+    versions = [0] * records
+    earlier: list[Outgoing] = []
+    out = []
+    for start in range(0, events, size):
+        count = min(size, events - start)
+        repeats = int(count * repeat) if earlier else 0
+        batch = rng.sample(earlier, min(repeats, len(earlier)))
+        for _ in range(count - len(batch)):
+            n = rng.randrange(records)
+            versions[n] += 1
+            connection_id, entity_id = keys[n]
+            at = START + timedelta(seconds=versions[n])
+            ident = str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"{connection_id}|invoice|{entity_id}|{at.isoformat()}")
+            )
+            batch.append(
+                Outgoing(
+                    topic="changes",
+                    key=connection_id.encode(),
+                    value=ident.encode(),
+                    headers=[],
+                    dedupe_id=ident,
+                    version=RecordVersion(connection_id, "invoice", entity_id, "updated", at),
+                )
+            )
+        earlier.extend(batch)
+        out.append(batch)
+    return out
+
+
+async def publish_state(
+    url: str, producer: Any, work: Sequence[Sequence[Outgoing]], *, remember_reconciled: bool
+) -> State:
+    """Publish every batch with `publish_once`, one at a time, on a pool of one connection."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    counted = Counted()
+    produced = superseded = 0
+    try:
+        async with pool.acquire() as held:
+            held.add_query_logger(counted)
+        started = time.perf_counter()
+        for batch in work:
+            published = await publish_once(pool, producer, batch, remember_reconciled=remember_reconciled)
+            produced += len(published.produced)
+            superseded += len(published.superseded)
+        seconds = time.perf_counter() - started
+        async with pool.acquire() as held:
+            held.remove_query_logger(counted)
+            rows, sizes = {}, {}
+            for name in STATE_TABLES:
+                await held.execute(f"VACUUM ANALYZE {name}")
+                rows[name] = await held.fetchval(f"SELECT count(*) FROM {name}")
+                sizes[name] = await held.fetchval(_SIZE, name)
+    finally:
+        await pool.close()
+    return State(sum(len(b) for b in work), produced, superseded, rows, sizes, counted.statements, seconds)
+
+
+async def publishing_states(args: argparse.Namespace, admin_url: str, folder: Path) -> dict[str, State]:
+    """Both designs on the same change events, each in a database of its own."""
+    work = change_batches(args.events, args.records, args.batch, args.repeat)
+    broker = EmbeddedBroker(free_port(), log_path=folder / "broker.log")
+    broker.start()
+    try:
+        settings = bench_settings(broker.bootstrap)
+        await ensure_topics(settings)
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            states = {}
+            for name, every_id in (("every id", True), ("versions only", False)):
+                url = await create_database(admin_url, name.replace(" ", "_"))
+                await migrate(url)
+                states[name] = await publish_state(url, producer, work, remember_reconciled=every_id)
+        finally:
+            await producer.stop()
+    finally:
+        broker.stop()
+    return states
+
+
+def report_states(args: argparse.Namespace, states: dict[str, State]) -> None:
+    print(
+        f"{args.events:,} change events with versions over {args.records:,} records of {CONNECTIONS}"
+        f" connections, batches of {args.batch}, {args.repeat:.0%} of each batch repeats\n"
+    )
+    rows = [
+        [
+            "publish",
+            "produced",
+            "superseded",
+            "rows/event",
+            "bytes/event",
+            "of which ids",
+            "statements/event",
+            "ms/1k events",
+        ]
+    ]
+    for name, s in states.items():
+        rows.append(
+            [
+                name,
+                f"{s.produced:,}",
+                f"{s.superseded:,}",
+                f"{sum(s.rows.values()) / s.events:.3f}",
+                f"{sum(s.bytes.values()) / s.events:.1f}",
+                f"{s.bytes['event_ids'] / s.events:.1f}",
+                f"{s.statements / s.events:.4f}",
+                f"{s.seconds * 1000 / s.events * 1000:.1f}",
+            ]
+        )
+    print(table(rows) + "\n")
+    old, new = states["every id"], states["versions only"]
+    if (old.produced, old.superseded) != (new.produced, new.superseded):
+        raise SystemExit(f"the designs disagree: {old} vs {new}")
+    old_bytes, new_bytes = sum(old.bytes.values()), sum(new.bytes.values())
+    print(
+        f"publishing state: bytes/event {new_bytes / new.events:.1f} vs every id {old_bytes / old.events:.1f}"
+        f" (ratio {new_bytes / old_bytes:.2f}), rows/event {sum(new.rows.values()) / new.events:.3f}"
+        f" vs {sum(old.rows.values()) / old.events:.3f}, statements/event ratio"
+        f" {new.statements / old.statements:.2f}, time ratio {new.seconds / old.seconds:.2f}"
+    )
+
+
 async def migrate_before_partitions(url: str) -> None:
     """Every migration before 0012: the unpartitioned table."""
     connection = await asyncpg.connect(url)
@@ -266,9 +432,11 @@ async def run(args: argparse.Namespace) -> None:
                 "baseline": await expire_baseline(baseline_url, args.events),
                 "partitioned": await expire_partitioned(partitioned_url, args.events),
             }
+            states = await publishing_states(args, admin_url, Path(folder))
         finally:
             postgres.stop()
     report(args, loads, expiries)
+    report_states(args, states)
 
 
 def report(args: argparse.Namespace, loads: dict[str, Load], expiries: dict[str, Expiry]) -> None:
@@ -320,6 +488,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="ids offered (default 200,000)")
     parser.add_argument("--batch", type=int, default=500, help="ids per transaction (the worker's 500)")
     parser.add_argument("--repeat", type=float, default=0.05, help="share of each batch repeating ids")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=50_000,
+        help="records the change events are versions of (default 50,000)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

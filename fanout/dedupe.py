@@ -2,10 +2,12 @@
 already published, in daily partitions.
 
 `publish_once` drops a batch's changes whose record version was already published
-(`fanout.reconcile`), marks the ids of the rest seen in `event_ids`, produces only the new ones and
-commits the transaction only after the broker acknowledged them, so the caller may then commit its
-offsets. An id in the table of earlier releases, `event_dedupe`, counts as seen too; it is only read
-and pruned until a later release drops it. `maintain_partitions` creates the days ahead and drops the
+(`fanout.reconcile`: one row per record, which is all a change with a version needs), marks the ids
+of the records reconciliation does not judge seen in `event_ids` (changes without a version,
+webhook-only operations, quarantine records), produces only the new ones and commits the
+transaction only after the broker acknowledged them, so the caller may then commit its offsets.
+An id in the table of earlier releases, `event_dedupe`, counts as seen too; it is only read and
+pruned until a later release drops it. `maintain_partitions` creates the days ahead and drops the
 expired ones; `DedupePruner` runs it and prunes the old table and the record versions, all to the
 retention window. The transaction, the partitions and where a crash can still repeat an event:
 docs/architecture.md, "The fan-out worker", "Dedupe state" and "Reconciliation".
@@ -53,11 +55,6 @@ _INSERT = (
     " WHERE event_id NOT IN (SELECT event_id FROM known) ORDER BY seen_on, event_id"
     " ON CONFLICT (event_id, seen_on) DO NOTHING RETURNING event_id)"
     " SELECT event_id::text FROM inserted GROUP BY event_id HAVING count(*) = (SELECT count(*) FROM days)"
-)
-# Which ids of the changes reconciliation refused were published already, to count them as duplicates.
-_PUBLISHED = (
-    "SELECT event_id::text FROM event_ids WHERE event_id = ANY($1::uuid[])"
-    " UNION SELECT event_id::text FROM event_dedupe WHERE event_id = ANY($1::uuid[])"
 )
 # The table of earlier releases (migration 0001), pruned as they pruned it until it is empty; SKIP
 # LOCKED: several workers may prune at once without waiting on each other.
@@ -110,9 +107,20 @@ class Published:
 
 
 async def publish_once(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, records: Sequence[Outgoing]
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    records: Sequence[Outgoing],
+    *,
+    remember_reconciled: bool = False,
 ) -> Published:
-    """Produce, in order, the records that reconciliation passes and whose id was never seen.
+    """Produce, in order, the records that reconciliation passes and that are not repeats.
+
+    A change event with a version is judged by its record's row alone (`fanout.reconcile`): its
+    id is not remembered, since a repeat of it repeats the record's version too. The ids of the
+    rest (no version, an operation reconciliation lets through, quarantine records) are, and a
+    repeated id is dropped. `remember_reconciled`: remember every id, when another path publishes
+    the same records without versions (`LEDGERHOOK_RECONCILE_WEBHOOKS=false`), so the two paths
+    still meet on ids.
 
     Returns only once every produced record is acknowledged and the versions and ids are committed
     as published; raises (with nothing committed) if any produce fails.
@@ -121,23 +129,26 @@ async def publish_once(
         return Published([], [])
     # Canonical (lower-case) text sorts like the UUIDs' bytes, PostgreSQL's order for uuid.
     canonical = [_canonical(record.dedupe_id) for record in records]
+    by_id = [remember_reconciled or not _reconciled(record) for record in records]
     async with pool.acquire() as connection, connection.transaction():
         # Record versions before dedupe ids, in every publishing transaction: no lock cycle.
         verdicts = await publishable(connection, [record.version for record in records])
-        passed = sorted({ident for ident, passes in zip(canonical, verdicts, strict=True) if passes})
-        new = await remember(connection, passed) if passed else set()
+        offered = sorted(
+            {ident for ident, passes, ided in zip(canonical, verdicts, by_id, strict=True) if passes and ided}
+        )
+        new = await remember(connection, offered) if offered else set()
         fresh: list[Outgoing] = []
-        produced: set[str] = set()
-        refused: list[tuple[Outgoing, str]] = []
-        for record, ident, passes in zip(records, canonical, verdicts, strict=True):
+        refused: list[Outgoing] = []
+        for record, ident, passes, ided in zip(records, canonical, verdicts, by_id, strict=True):
             if not passes:
-                refused.append((record, ident))
+                refused.append(record)
+            elif not ided:
+                fresh.append(record)  # reconciliation passes one claim per record version and batch
             # The same id twice in one batch (a provider repeating a change): publish the first only.
             elif ident in new:
                 new.discard(ident)
-                produced.add(ident)
                 fresh.append(record)
-        superseded = await _superseded(connection, refused, produced) if refused else []
+        superseded = await _superseded(connection, refused) if refused else []
         # send() only queues; queued in order, the records of one key keep their order.
         pending = [
             await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
@@ -158,13 +169,17 @@ async def remember(
     return {row[0] for row in await connection.fetch(_INSERT, ids, grace)}
 
 
-async def _superseded(
-    connection: asyncpg.Connection, refused: Sequence[tuple[Outgoing, str]], produced: set[str]
-) -> list[Outgoing]:
-    """The refused records whose id was neither published before nor by this batch."""
-    unknown = sorted({ident for _, ident in refused} - produced)
-    published = {row[0] for row in await connection.fetch(_PUBLISHED, unknown)} if unknown else set()
-    return [record for record, ident in refused if ident not in produced and ident not in published]
+def _reconciled(record: Outgoing) -> bool:
+    """Whether reconciliation judges the record by its version (and so its id need not be kept)."""
+    return record.version is not None and record.version.mark() is not None
+
+
+async def _superseded(connection: asyncpg.Connection, refused: Sequence[Outgoing]) -> list[Outgoing]:
+    """The refused records older than the latest state published of their record; the others
+    repeat it (the same version and rank) and count as duplicates."""
+    claims = [record.version for record in refused if record.version is not None]
+    repeated = await reconcile.repeats(connection, claims)  # only changes with a version are refused
+    return [record for record, again in zip(refused, repeated, strict=True) if not again]
 
 
 async def wait_for_acks(pending: Sequence["asyncio.Future[Any]"]) -> None:

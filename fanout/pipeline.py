@@ -93,13 +93,14 @@ class WorkerMetrics:
         )
         self.duplicates = Counter(
             "ledgerhook_fanout_duplicates_dropped",
-            "Events not published because their id was already published.",
+            "Events not published because they repeat one already published: the latest version of "
+            "its record again (change events), or the same id (the rest).",
             registry=registry,
         )
         self.superseded = Counter(
             "ledgerhook_fanout_events_superseded",
-            "Change events dropped by reconciliation (their record's version was already published), "
-            "by provider.",
+            "Change events dropped by reconciliation (a later version or state of their record was "
+            "already published), by provider.",
             ["provider"],
             registry=registry,
         )

@@ -3,7 +3,8 @@
 A webhook, a poll and a backfill can all report the same version of a record (its provider's
 last-updated time). `publishable` decides, in the caller's publishing transaction, which changes of
 a batch are new: a change passes only if its version is later than the latest one already published
-for that record and connection, and moves it. `LatestMarks` is the same rule in memory. `prune`
+for that record and connection, and moves it; `repeats` tells, of the refused ones, those that
+repeat the latest published state from those older. `LatestMarks` is the same rule in memory. `prune`
 keeps the table to a retention window. The rules, the table's size and why a prune is safe:
 docs/architecture.md, "Reconciliation".
 """
@@ -59,6 +60,15 @@ _CLAIM = (
     " SELECT array_agg(claim.n::int4) FROM claim JOIN moved USING (connection_id, entity, entity_id)"
     " WHERE moved.replaced_version IS NULL"
     " OR (claim.version, claim.operation_rank) > (moved.replaced_version, moved.replaced_rank)"
+)
+# Which of the refused claims repeat their record's latest published state (the same version and
+# rank): ordinals of those that do. Run after the claim, in its transaction, so it reads what the
+# claim waited for and what it moved.
+_REPEATS = (
+    "SELECT n::int4 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int2[])"
+    " WITH ORDINALITY AS refused (connection_id, entity, entity_id, version, operation_rank, n)"
+    " JOIN record_versions AS stored USING (connection_id, entity, entity_id)"
+    " WHERE (stored.version, stored.operation_rank) = (refused.version, refused.operation_rank)"
 )
 # SKIP LOCKED: several workers may prune at once, and a row being claimed is left for next time.
 _PRUNE = (
@@ -144,6 +154,28 @@ async def publishable(connection: asyncpg.Connection, claims: Sequence[RecordVer
         verdicts[index] = False
     for ordinal in passing or ():
         verdicts[batch.at[ordinal - 1]] = True
+    return verdicts
+
+
+async def repeats(connection: asyncpg.Connection, refused: Sequence[RecordVersion]) -> list[bool]:
+    """For each refused claim, whether it repeats the latest state published of its record (its
+    version and rank) rather than an older one; call after `publishable`, in its transaction."""
+    if not refused:
+        return []
+    marks = [mark for claim in refused if (mark := claim.mark()) is not None]
+    if len(marks) != len(refused):
+        raise ValueError("only claims with a version are refused")
+    found = await connection.fetch(
+        _REPEATS,
+        [claim.connection_id for claim in refused],
+        [claim.entity for claim in refused],
+        [claim.entity_id for claim in refused],
+        [version for version, _ in marks],
+        [rank for _, rank in marks],
+    )
+    verdicts = [False] * len(refused)
+    for row in found:
+        verdicts[row[0] - 1] = True
     return verdicts
 
 

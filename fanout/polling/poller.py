@@ -104,6 +104,9 @@ class PollerConfig:
     # "Interval stretch").
     app_budget_share: float = 0.9
     sweep_yield: float = 4.0
+    # Keep the ids of polled changes too, not only their records' versions: webhooks publish the
+    # same records without versions (LEDGERHOOK_RECONCILE_WEBHOOKS=false), and only ids meet then.
+    remember_reconciled: bool = False
 
     @property
     def topics(self) -> PollTopics:
@@ -242,7 +245,9 @@ class Poller:
         self._tracer = tracer  # None: tracing is off
         self._state = PollState(pool)
         self._connections = ConnectionStore(pool, keyring=None)  # reads no secrets
-        self._output = PollOutput(config.topics, pool, producer, metrics)
+        self._output = PollOutput(
+            config.topics, pool, producer, metrics, remember_reconciled=config.remember_reconciled
+        )
         self._backfills = BackfillJobs(pool)
         self._backfill = BackfillRunner(
             self._backfills,

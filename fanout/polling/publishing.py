@@ -94,7 +94,8 @@ class PollerMetrics:
         )
         self.superseded = Counter(
             "ledgerhook_poll_events_superseded",
-            "Polled change events not published: a webhook or an earlier poll published that version.",
+            "Polled change events not published: a webhook or an earlier poll published a later "
+            "version of the record.",
             ["provider"],
             registry=registry,
         )
@@ -177,11 +178,14 @@ class PollOutput:
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         metrics: PollerMetrics,
+        *,
+        remember_reconciled: bool = False,
     ) -> None:
         self._topics = topics
         self._pool = pool
         self._producer = producer
         self._metrics = metrics
+        self._remember_reconciled = remember_reconciled  # see `fanout.dedupe.publish_once`
 
     async def parse(
         self,
@@ -230,7 +234,9 @@ class PollOutput:
         self._metrics.records.labels(provider.value).inc(len(changes))
         if not outgoing:
             return Published(produced=[], superseded=[])
-        published = await publish_once(self._pool, self._producer, outgoing)
+        published = await publish_once(
+            self._pool, self._producer, outgoing, remember_reconciled=self._remember_reconciled
+        )
         self._metrics.published.labels(provider.value).inc(len(published.produced))
         self._metrics.superseded.labels(provider.value).inc(len(published.superseded))
         return published

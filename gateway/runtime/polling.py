@@ -50,6 +50,7 @@ def poller_config(settings: Settings) -> PollerConfig:
         concurrency=settings.poll_concurrency,
         lease_seconds=settings.poll_lease_seconds,
         sync_seconds=settings.poll_sync_seconds,
+        remember_reconciled=not settings.reconcile_webhooks,
     )
 
 

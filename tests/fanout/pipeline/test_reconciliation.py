@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from fanout.dedupe import Outgoing, publish_once
 from fanout.pipeline import WorkerConfig
 from fanout.reconcile import RecordVersion
+from gateway.runtime.polling import poller_config
 from gateway.settings import Settings, load_settings
 from provider_auth.accounts.store import Connection, ConnectionStore
 from provider_auth.providers import Provider
@@ -54,8 +55,12 @@ def settings(settings_factory: Any) -> Settings:
 
 
 def test_webhooks_are_reconciled_by_default() -> None:
-    assert load_settings(database_url="postgresql://x", kafka_bootstrap_servers="k:9092").reconcile_webhooks
+    settings = load_settings(database_url="postgresql://x", kafka_bootstrap_servers="k:9092")
+    assert settings.reconcile_webhooks
     assert WorkerConfig("raw", "changes", "quarantine", "group").reconcile_webhooks
+    # Polled changes keep ids only when webhooks publish the same records without versions.
+    assert not poller_config(settings).remember_reconciled
+    assert poller_config(settings.model_copy(update={"reconcile_webhooks": False})).remember_reconciled
 
 
 def account() -> str:
@@ -143,14 +148,15 @@ async def test_an_older_version_after_a_newer_one_is_not_published(
 async def test_an_update_at_the_version_of_a_published_creation_is_not_published(
     stack: PipelineStack, store: ConnectionStore
 ) -> None:
-    """Different event ids (the operation differs), so reconciliation decides, not dedupe."""
+    """At the version of a published creation, an update repeats that version (another event id,
+    the same state): a duplicate, as the creation repeated under a new delivery id is. A live state
+    after a deletion of the same version is older: superseded."""
     realm = account()
     connection = await store.create("tenant-1", Provider.QUICKBOOKS, realm)
     async with worker_running(stack) as registry:
         await deliver(stack, realm, ("Invoice", "5", "Create", T1))
-        # The update is superseded; the creation repeated under a new delivery id is a duplicate.
         await deliver(stack, realm, ("Invoice", "5", "Update", T1), ("Invoice", "5", "Create", T1))
-        assert dropped(registry) == (1, 1)
+        assert dropped(registry) == (0, 2)
         # At one version a deletion outranks an update.
         await deliver(stack, realm, ("Invoice", "5", "Update", T2), ("Invoice", "5", "Delete", T2))
         await deliver(stack, realm, ("Invoice", "5", "Update", T2))
@@ -270,9 +276,12 @@ async def seen(stack: PipelineStack, records: Sequence[Outgoing]) -> set[str]:
     return {row[0] for row in rows}
 
 
-async def test_publish_once_tells_superseded_from_duplicates_and_marks_neither_seen(
+async def test_publish_once_tells_superseded_from_duplicates_and_keeps_no_id_of_a_change_with_a_version(
     stack: PipelineStack,
 ) -> None:
+    """A change with a version is judged by its record's row alone: no id of it is kept, passed or
+    refused. Refused, it is a duplicate when it repeats the record's latest state (its version and
+    rank, whatever the operation's name), superseded when it is older."""
     pool, producer = stack.infra.pool, stack.infra.producer
     connection_id = str(uuid.uuid4())
     updated_t2 = change_record(stack, connection_id, "1", "updated", T2)
@@ -284,8 +293,8 @@ async def test_publish_once_tells_superseded_from_duplicates_and_marks_neither_s
     repeat = change_record(stack, connection_id, "1", "updated", T2)
     second = await publish_once(pool, producer, [updated_t1, repeat, created_t2])
     assert second.produced == []
-    assert second.superseded == [updated_t1, created_t2]  # the repeat is a duplicate
-    assert await seen(stack, [updated_t1, created_t2]) == set()
+    assert second.superseded == [updated_t1]  # the repeat and the creation at t2 are duplicates
+    assert await seen(stack, [updated_t2, updated_t1, created_t2]) == set()
 
     # In one batch: a new version passes, its repeat is a duplicate, an older one is superseded.
     updated_t3 = change_record(stack, connection_id, "1", "updated", T3)
@@ -293,8 +302,31 @@ async def test_publish_once_tells_superseded_from_duplicates_and_marks_neither_s
         pool, producer, [updated_t3, change_record(stack, connection_id, "1", "updated", T3), updated_t1]
     )
     assert (third.produced, third.superseded) == ([updated_t3], [updated_t1])
+    assert await seen(stack, [updated_t3]) == set()
     records = sorted(await read_events(stack.settings), key=lambda r: r.offset)
     assert [r.value for r in records] == [updated_t2.value, updated_t3.value]
+
+
+def without_version(record: Outgoing) -> Outgoing:
+    """The same event id as a path without reconciliation publishes it (a webhook, with
+    `LEDGERHOOK_RECONCILE_WEBHOOKS=false`)."""
+    return dataclasses.replace(record, value=record.value + b"|webhook", version=None)
+
+
+@pytest.mark.parametrize("versioned_first", [True, False])
+async def test_remember_reconciled_lets_a_path_without_versions_meet_one_with_them_on_ids(
+    stack: PipelineStack, versioned_first: bool
+) -> None:
+    pool, producer = stack.infra.pool, stack.infra.producer
+    polled = change_record(stack, str(uuid.uuid4()), "1", "updated", T2)
+    webhook = without_version(polled)
+    first, second = (polled, webhook) if versioned_first else (webhook, polled)
+    assert (await publish_once(pool, producer, [first], remember_reconciled=True)).produced == [first]
+    assert await seen(stack, [polled]) == {polled.dedupe_id}
+    repeated = await publish_once(pool, producer, [second], remember_reconciled=True)
+    assert (repeated.produced, repeated.superseded) == ([], [])
+    records = [r for r in await read_events(stack.settings) if r.key == polled.key]
+    assert [r.value for r in records] == [first.value]
 
 
 async def test_concurrent_batches_claiming_the_same_records(stack: PipelineStack) -> None:
