@@ -129,20 +129,19 @@ async def publish_once(
         return Published([], [])
     # Canonical (lower-case) text sorts like the UUIDs' bytes, PostgreSQL's order for uuid.
     canonical = [_canonical(record.dedupe_id) for record in records]
-    by_id = [remember_reconciled or not _reconciled(record) for record in records]
+    keeps_id = [remember_reconciled or not _reconciled(record) for record in records]
     async with pool.acquire() as connection, connection.transaction():
         # Record versions before dedupe ids, in every publishing transaction: no lock cycle.
         verdicts = await publishable(connection, [record.version for record in records])
-        offered = sorted(
-            {ident for ident, passes, ided in zip(canonical, verdicts, by_id, strict=True) if passes and ided}
-        )
+        kept = zip(canonical, verdicts, keeps_id, strict=True)
+        offered = sorted({ident for ident, passes, keep_id in kept if passes and keep_id})
         new = await remember(connection, offered) if offered else set()
         fresh: list[Outgoing] = []
         refused: list[Outgoing] = []
-        for record, ident, passes, ided in zip(records, canonical, verdicts, by_id, strict=True):
+        for record, ident, passes, keep_id in zip(records, canonical, verdicts, keeps_id, strict=True):
             if not passes:
                 refused.append(record)
-            elif not ided:
+            elif not keep_id:
                 fresh.append(record)  # reconciliation passes one claim per record version and batch
             # The same id twice in one batch (a provider repeating a change): publish the first only.
             elif ident in new:
