@@ -199,8 +199,10 @@ async def test_a_paused_connection_is_not_polled_and_catches_up_on_resume(stack:
 async def test_a_poller_cancelled_mid_poll_loses_and_repeats_nothing(stack: TokenStack) -> None:
     tenant = str(uuid.uuid4())
     await stack.connect(XERO, account=tenant)
-    invoices = stack.emu.book(XERO, tenant).create_many("Invoice", 2 * xero.PAGE_SIZE + 50)
-    stack.emu.set_latency(XERO, 0.3, endpoint="Invoices")
+    invoices = stack.emu.book(XERO, tenant).create_many("Invoice", 5 * xero.PAGE_SIZE + 50)
+    # Six pages of half a second: the first page's events are seen (a read of the whole topic,
+    # slow on a busy machine) well before the last page could be in.
+    stack.emu.set_latency(XERO, 0.5, endpoint="Invoices")
 
     crashed = new_poller(stack)
     task = asyncio.create_task(crashed.run(asyncio.Event()))
