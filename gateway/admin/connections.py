@@ -8,8 +8,9 @@ is recorded in the audit trail, a secret only as `webhook_secrets_changed: true`
 console shares (`change_status`, `disconnect`) take the actor and raise problems.
 """
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -293,7 +294,8 @@ class ConnectionsResource:
     ) -> None:
         """`on_change(connection_id)` runs after every write (the webhook scheme cache listens);
         `before_disconnect(connection_id)` before a DELETE disconnects (OAuth tokens are revoked at
-        the provider where it has an endpoint, and erased); `audit_pool` holds the audit trail."""
+        the provider where it has an endpoint, and erased); `audit_pool` holds the audit trail, in
+        the store's database: each change and its entry are written in one of its transactions."""
         self._store = store
         self._base = public_base_url.rstrip("/")
         self._on_change = on_change
@@ -343,15 +345,22 @@ class ConnectionsResource:
         check_secrets(new.provider, secrets, new.secrets_pointer())
         check_polling(new.provider, new.polling)
         try:
-            connection = await self._store.create(
-                new.tenant_id,
-                new.provider,
-                new.provider_account_id,
-                display_name=new.display_name,
-                metadata=new.metadata,
-                webhook_secrets=secrets,
-                polling=new.polling.stored(),
-            )
+            async with self._recorded() as (store, conn):
+                connection = await store.create(
+                    new.tenant_id,
+                    new.provider,
+                    new.provider_account_id,
+                    display_name=new.display_name,
+                    metadata=new.metadata,
+                    webhook_secrets=secrets,
+                    polling=new.polling.stored(),
+                )
+                created: dict[str, Any] = {
+                    member: {"from": None, "to": value} for member, value in _members(connection).items()
+                }
+                if secrets:
+                    created["webhook_secrets_changed"] = True
+                await self._record(conn, actor_of(request), "connection.create", connection, created)
         except ConnectionExists:
             existing = [
                 c.id
@@ -366,12 +375,6 @@ class ConnectionsResource:
         except MissingKeyRing:
             raise _no_key_ring(new.secrets_pointer()) from None
         self._on_change(connection.id)
-        created: dict[str, Any] = {
-            member: {"from": None, "to": value} for member, value in _members(connection).items()
-        }
-        if secrets:
-            created["webhook_secrets_changed"] = True
-        await self._record(actor_of(request), "connection.create", connection, created)
         log.info(
             "connection created",
             extra={
@@ -433,28 +436,29 @@ class ConnectionsResource:
             return json_response(self.render(connection))
         require_role(actor.principal, Role.ADMIN)
         try:
-            updated = await self._store.update(
-                connection.id,
-                display_name=change.display_name if "display_name" in sent else UNSET,
-                metadata=change.metadata if change.metadata is not None else UNSET,
-                status=ConnectionStatus(change.status) if change.status is not None else UNSET,
-                webhook_secrets=secrets if secrets is not None else UNSET,
-                polling=change.polling.stored() if change.polling is not None else UNSET,
-            )
+            async with self._recorded() as (store, conn):
+                updated = await store.update(
+                    connection.id,
+                    display_name=change.display_name if "display_name" in sent else UNSET,
+                    metadata=change.metadata if change.metadata is not None else UNSET,
+                    status=ConnectionStatus(change.status) if change.status is not None else UNSET,
+                    webhook_secrets=secrets if secrets is not None else UNSET,
+                    polling=change.polling.stored() if change.polling is not None else UNSET,
+                )
+                if updated is None:
+                    raise connection_not_found()
+                before, after = _members(connection), _members(updated)
+                changes: dict[str, Any] = {
+                    member: {"from": before[member], "to": after[member]}
+                    for member in before
+                    if before[member] != after[member]
+                }
+                if secrets is not None:
+                    changes["webhook_secrets_changed"] = True
+                await self._record(conn, actor, "connection.update", updated, changes)
         except MissingKeyRing:
             raise _no_key_ring(change.secrets_pointer()) from None
-        if updated is None:
-            raise connection_not_found()
         self._on_change(updated.id)
-        before, after = _members(connection), _members(updated)
-        changes: dict[str, Any] = {
-            member: {"from": before[member], "to": after[member]}
-            for member in before
-            if before[member] != after[member]
-        }
-        if secrets is not None:
-            changes["webhook_secrets_changed"] = True
-        await self._record(actor, "connection.update", updated, changes)
         log.info("connection updated", extra={"connection_id": updated.id, "fields": sorted(sent)})
         return json_response(self.render(updated))
 
@@ -469,13 +473,16 @@ class ConnectionsResource:
             raise connection_not_found()
         reconnects = connection.status is ConnectionStatus.DISCONNECTED
         require_role(actor.principal, Role.ADMIN if reconnects else Role.OPERATOR)
-        updated = await self._store.update(connection.id, status=ConnectionStatus(status))
-        if updated is None:
-            raise connection_not_found()
+        async with self._recorded() as (store, conn):
+            updated = await store.update(connection.id, status=ConnectionStatus(status))
+            if updated is None:
+                raise connection_not_found()
+            paused = updated.status is ConnectionStatus.PAUSED
+            changes = {"status": {"from": connection.status.value, "to": updated.status.value}}
+            await self._record(
+                conn, actor, "connection.pause" if paused else "connection.resume", updated, changes
+            )
         self._on_change(updated.id)
-        action = "connection.pause" if updated.status is ConnectionStatus.PAUSED else "connection.resume"
-        changes = {"status": {"from": connection.status.value, "to": updated.status.value}}
-        await self._record(actor, action, updated, changes)
         log.info("connection updated", extra={"connection_id": updated.id, "fields": ["status"]})
         return self.render(updated)
 
@@ -493,24 +500,36 @@ class ConnectionsResource:
         if connection is None:
             raise connection_not_found()
         await self._before_disconnect(connection.id)
-        disconnected = await self._store.disconnect(connection.id)
-        if disconnected is None:
-            raise connection_not_found()
+        async with self._recorded() as (store, conn):
+            disconnected = await store.disconnect(connection.id)
+            if disconnected is None:
+                raise connection_not_found()
+            changes: dict[str, Any] = {
+                "status": {"from": connection.status.value, "to": disconnected.status.value}
+            }
+            if connection.has_webhook_secret:
+                changes["webhook_secrets_changed"] = True
+            await self._record(conn, actor, "connection.disconnect", disconnected, changes)
         self._on_change(connection.id)
-        changes: dict[str, Any] = {
-            "status": {"from": connection.status.value, "to": disconnected.status.value}
-        }
-        if connection.has_webhook_secret:
-            changes["webhook_secrets_changed"] = True
-        await self._record(actor, "connection.disconnect", disconnected, changes)
         log.info("connection disconnected", extra={"connection_id": connection.id})
 
+    @contextlib.asynccontextmanager
+    async def _recorded(self) -> AsyncIterator[tuple[ConnectionStore, asyncpg.Connection]]:
+        """One transaction for a change and its audit entry: both are written, or neither (an
+        entry that cannot be written refuses the change)."""
+        async with self._audit.acquire() as conn, conn.transaction():
+            yield self._store.within(conn), conn
+
     async def _record(
-        self, actor: Actor, action: str, connection: StoredConnection, changes: dict[str, Any]
+        self,
+        conn: asyncpg.Connection,
+        actor: Actor,
+        action: str,
+        connection: StoredConnection,
+        changes: dict[str, Any],
     ) -> None:
-        # The store offers no transaction to share: the entry follows the change at once.
         await audit.record_change(
-            self._audit,
+            conn,
             actor=actor.principal.name,
             role=actor.principal.role.value,
             via=actor.via,

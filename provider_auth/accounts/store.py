@@ -152,9 +152,14 @@ class ConnectionStore:
     Status transitions driven by credentials are `provider_auth.accounts.status`'s.
     """
 
-    def __init__(self, pool: asyncpg.Pool, keyring: KeyRing | None) -> None:
-        self._pool = pool
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection, keyring: KeyRing | None) -> None:
+        self._pool = pool  # a Connection only through `within`
         self._keyring = keyring
+
+    def within(self, connection: asyncpg.Connection) -> "ConnectionStore":
+        """The store on `connection`, in the caller's transaction: a change and what records it
+        commit together. Every method but the re-encryption (which runs transactions of its own)."""
+        return ConnectionStore(connection, self._keyring)
 
     def _seal(self, connection_id: str, secrets: Sequence[str]) -> bytes | None:
         if not secrets:

@@ -216,6 +216,45 @@ async def walk(trail: Trail, query: str, limit: int) -> list[dict[str, Any]]:
             return items
 
 
+async def test_a_change_whose_entry_cannot_be_written_does_not_happen(trail: Trail) -> None:
+    """A change and its entry commit together: while the trail refuses new entries, a create, an
+    update, a pause and a disconnect each fail whole (503, as for any database failure), and the
+    connection stays as it was."""
+    body = {
+        "tenant_id": "acme",
+        "provider": "zoho-books",
+        "provider_account_id": "60002",
+        "display_name": "Before",
+    }
+    status, zoho = await trail.call("POST", "/connections", ADMIN, body)
+    assert status == 201
+    path, target = f"/connections/{zoho['id']}", f"connection:{zoho['id']}"
+    refusal = f"refuse_{uuid.uuid4().hex[:8]}"
+    await trail.pool.execute(f"ALTER TABLE audit_log ADD CONSTRAINT {refusal} CHECK (false) NOT VALID")
+    try:
+        another = {**body, "provider_account_id": "60003"}
+        assert (await trail.call("POST", "/connections", ADMIN, another))[0] == 503
+        assert (await trail.call("PATCH", path, ADMIN, {"display_name": "After"}))[0] == 503
+        assert (await trail.call("PATCH", path, OPERATOR, {"status": "paused"}))[0] == 503
+        assert (await trail.call("DELETE", path, ADMIN))[0] == 503
+    finally:
+        await trail.pool.execute(f"ALTER TABLE audit_log DROP CONSTRAINT {refusal}")
+    status, now = await trail.call("GET", path, ADMIN)
+    assert (status, now["display_name"], now["status"]) == (200, "Before", "active")
+    assert (await trail.call("GET", "/connections?tenant_id=acme&provider=zoho-books", ADMIN))[1]["data"] == [
+        now
+    ]
+    assert [
+        entry["action"]
+        for entry in await trail.pool.fetch("SELECT action FROM audit_log WHERE target = $1", target)
+    ] == ["connection.create"]
+    # With the trail writable again, the same change goes through with its entry.
+    assert (await trail.call("PATCH", path, ADMIN, {"display_name": "After"}))[0] == 200
+    assert await trail.one("connection.update", target, "ada", "admin") == {
+        "display_name": {"from": "Before", "to": "After"}
+    }
+
+
 async def test_filters_and_cursor_paging(trail: Trail) -> None:
     ids = await seed(trail.pool, 60)
     every = await walk(trail, "", 7)
