@@ -279,8 +279,11 @@ class RateBudgets:
     async def acquire(self, scopes: Sequence[Scope], kind: Kind = "poll", max_wait: float = 30.0) -> Permit:
         """Wait until every scope grants; BudgetTimeout when that cannot happen within `max_wait` s."""
         deadline = time.monotonic() + max_wait
+        # One permit id for every attempt: a full in-flight scope keeps its next free slot for the
+        # attempt whose turn it is, by this id (migration 0014).
+        permit_id = uuid.uuid4()
         while True:
-            taken = await self.try_acquire(scopes, kind)
+            taken = await self.try_acquire(scopes, kind, permit_id)
             if isinstance(taken, Permit):
                 return taken
             remaining = deadline - time.monotonic()
@@ -289,14 +292,19 @@ class RateBudgets:
             # A little jitter so processes woken by the same expiry do not all ask at once.
             await asyncio.sleep(taken + random.random() * 0.01)
 
-    async def try_acquire(self, scopes: Sequence[Scope], kind: Kind = "poll") -> Permit | float:
+    async def try_acquire(
+        self, scopes: Sequence[Scope], kind: Kind = "poll", permit_id: uuid.UUID | None = None
+    ) -> Permit | float:
         """One attempt: the permit, or the seconds to wait before the next attempt can succeed.
+        `permit_id`: the id the permit gets, the same for each attempt of one acquisition (new if
+        None).
 
         Attempts made while another batch of this process's is in PostgreSQL wait for it and go
         together in the next (`batch_size` at most): one call and one commit for all of them.
         """
         unique = tuple({scope.key: scope for scope in scopes}.values())
-        take = _Take(unique, kind, uuid.uuid4(), asyncio.get_running_loop().create_future())
+        ident = permit_id if permit_id is not None else uuid.uuid4()
+        take = _Take(unique, kind, ident, asyncio.get_running_loop().create_future())
         self._waiting.append(take)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.create_task(self._send_batches())

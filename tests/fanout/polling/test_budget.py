@@ -27,6 +27,7 @@ from fanout.polling.budget import (
     MINUTE,
     BudgetTimeout,
     Kind,
+    Permit,
     ProviderLimits,
     RateBudgets,
     Scope,
@@ -151,6 +152,39 @@ async def test_three_processes_never_exceed_the_window_or_the_in_flight_limit(po
     # ...while the budget is used: about `limit` per window over the run.
     assert len(grants) >= limit * int(seconds / window)
     assert most_overlapping(requests) == in_flight
+
+
+async def test_a_full_in_flight_scope_keeps_its_next_slot_for_the_attempt_whose_turn_it_is(
+    pool: asyncpg.Pool,
+) -> None:
+    """Two processes' budgets on one in-flight slot: the one that releases and asks again at once
+    does not take the slot from the one that was waiting (its turn), which gives the turn back when
+    granted; a turn whose attempt never comes back lapses after its wait and a recheck."""
+    releaser, waiter = RateBudgets(pool, recheck=0.2), RateBudgets(pool, recheck=0.2)
+    scope = Scope(unique("in-flight"), 1, 30.0, held=True)
+    held = await releaser.acquire([scope], max_wait=1.0)
+    waiting = uuid.uuid4()  # the waiter's permit id, the same for each of its attempts
+    refused = await waiter.try_acquire([scope], "poll", waiting)
+    assert isinstance(refused, float) and 0 < refused <= 0.2
+    await releaser.release(held)
+    kept = await releaser.try_acquire([scope])
+    assert isinstance(kept, float) and 0 < kept <= 0.2, "the free slot is the waiter's turn"
+    granted = await waiter.try_acquire([scope], "poll", waiting)
+    assert isinstance(granted, Permit) and granted.id == waiting
+    turn = await pool.fetchrow(
+        "SELECT turn_permit, turn_until FROM rate_budget_scopes WHERE scope_key = $1", scope.key
+    )
+    assert turn is not None and (turn["turn_permit"], turn["turn_until"]) == (None, None)
+    await waiter.release(granted)
+
+    # A turn taken by an attempt that never comes back (a caller that gave up) keeps the slot idle
+    # for its wait and a recheck at most, then anyone takes it.
+    held = await releaser.acquire([scope], max_wait=1.0)
+    assert isinstance(await waiter.try_acquire([scope]), float)
+    await releaser.release(held)
+    assert isinstance(await releaser.try_acquire([scope]), float)
+    await asyncio.sleep(0.45)
+    assert isinstance(await releaser.try_acquire([scope]), Permit)
 
 
 async def test_a_dead_process_permit_expires_on_its_own(postgres_url: str, pool: asyncpg.Pool) -> None:
