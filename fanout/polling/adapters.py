@@ -12,7 +12,16 @@ from fanout.polling import freshbooks, netsuite, quickbooks, sage_intacct, xero,
 from fanout.polling.pages import PageRequest, PolledPage, PollTarget
 from provider_auth.providers import Provider
 
-__all__ = ["ADAPTERS", "CLAMPS", "MAX_LOOKBACK", "WEBHOOK_PROVIDERS", "PollingModule", "oldest_served"]
+__all__ = [
+    "ADAPTERS",
+    "CLAMPS",
+    "MAX_LOOKBACK",
+    "PLAN_SPARE",
+    "SEND_SPARE",
+    "WEBHOOK_PROVIDERS",
+    "PollingModule",
+    "oldest_served",
+]
 
 
 class PollingModule(Protocol):
@@ -58,12 +67,20 @@ Clamp = Callable[[PageRequest, datetime], tuple[PageRequest, datetime | None]]
 CLAMPS: Mapping[Provider, Clamp] = {Provider.QUICKBOOKS: quickbooks.no_older_than}
 
 
-def oldest_served(provider: Provider, now: datetime) -> datetime | None:
-    """The oldest change time the provider's change API still answers for at `now`, or None when it
-    has no such bound; with five minutes to spare, more than a request can wait for its permit
-    (`PageFetcher.permit_wait`) and then travel."""
+# Where requests are planned: this long after the oldest change the provider serves, more than a
+# request can wait for its permit (`PageFetcher.permit_wait`, 30 s) and then travel.
+PLAN_SPARE = timedelta(minutes=5)
+# A planned request is moved up only once its start is this close to that edge: it still has its
+# permit wait and its travel ahead. Closer to PLAN_SPARE, a request planned a moment earlier (the
+# floor moves with the clock) would be moved up by a second or two and announce a gap that long.
+SEND_SPARE = timedelta(minutes=1)
+
+
+def oldest_served(provider: Provider, now: datetime, spare: timedelta = PLAN_SPARE) -> datetime | None:
+    """The oldest change time the provider's change API still answers for at `now`, with `spare`
+    to spare, or None when it has no such bound."""
     lookback = MAX_LOOKBACK.get(provider)
-    return None if lookback is None else now - lookback + timedelta(minutes=5)
+    return None if lookback is None else now - lookback + spare
 
 
 # Providers whose webhooks reach every connection: their accounts are swept (a slower poll that

@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from fanout.account_events import HistoryGap
-from fanout.polling.adapters import ADAPTERS, CLAMPS, oldest_served
+from fanout.polling.adapters import ADAPTERS, CLAMPS, SEND_SPARE, oldest_served
 from fanout.polling.backfills import (
     BackfillJob,
     BackfillJobs,
@@ -146,9 +146,10 @@ class BackfillRunner:
         is announced as a history gap."""
         job = lease.job
         clamp = CLAMPS.get(job.provider)
-        floor = oldest_served(job.provider, datetime.now(UTC))
-        if clamp is None or floor is None:
-            return request
+        now = datetime.now(UTC)
+        floor, close = oldest_served(job.provider, now), oldest_served(job.provider, now, SEND_SPARE)
+        if clamp is None or floor is None or close is None or clamp(request, close)[1] is None:
+            return request  # still served, with its permit wait and travel ahead
         served, skipped_from = clamp(request, floor)
         if skipped_from is not None:
             await self._output.history_gaps([self._gap(job, connection, skipped_from, floor)])

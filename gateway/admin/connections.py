@@ -477,11 +477,9 @@ class ConnectionsResource:
             updated = await store.update(connection.id, status=ConnectionStatus(status))
             if updated is None:
                 raise connection_not_found()
-            paused = updated.status is ConnectionStatus.PAUSED
+            action = "connection.pause" if updated.status is ConnectionStatus.PAUSED else "connection.resume"
             changes = {"status": {"from": connection.status.value, "to": updated.status.value}}
-            await self._record(
-                conn, actor, "connection.pause" if paused else "connection.resume", updated, changes
-            )
+            await self._record(conn, actor, action, updated, changes)
         self._on_change(updated.id)
         log.info("connection updated", extra={"connection_id": updated.id, "fields": ["status"]})
         return self.render(updated)

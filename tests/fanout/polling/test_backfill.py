@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.polling import quickbooks, xero
+from fanout.polling.adapters import oldest_served
 from fanout.polling.backfills import (
     BackfillJob,
     BackfillJobs,
@@ -215,6 +216,31 @@ async def test_a_quickbooks_page_planned_at_the_edge_and_sent_later_is_moved_up_
     gaps = await account_events(stack, "integrated_account:history_gap")
     assert [(g["origin"], g["connection_id"]) for g in gaps] == [("backfill", connection_id)]
     assert datetime.fromisoformat(gaps[0]["lost_from"]) == stale.replace(microsecond=0)
+    assert len(polled(await read_events(stack.settings))) == 3
+
+
+async def test_a_quickbooks_page_planned_at_the_floor_a_moment_ago_keeps_its_start(
+    stack: TokenStack,
+) -> None:
+    """The floor moves with the clock: a request planned there a few seconds before it is sent (so
+    its start is a few whole seconds behind the floor now) is still served, and is neither moved up
+    nor announced as a gap."""
+    realm = str(uuid.uuid4().int)[:16]
+    stack.emu.book(QB, realm).create_many("Invoice", 3, spacing=DAY)
+    connection_id, _, _ = await stack.connect(QB, account=realm)
+    jobs = BackfillJobs(stack.pool)
+    job = await jobs.create(await connection(stack, connection_id), datetime.now(UTC) - timedelta(days=5))
+    floor = oldest_served(QB, datetime.now(UTC) - timedelta(seconds=3))
+    assert floor is not None
+    (planned,) = quickbooks.first_requests(PollTarget(realm), floor, ["Invoice"])
+    await stack.pool.execute(
+        "UPDATE poll_backfills SET pending = $2::jsonb WHERE id = $1", job.id, requests_to_json([planned])
+    )
+    async with polling(stack):
+        await eventually(job_is(stack, job.id, BackfillState.DONE, BackfillState.FAILED))
+    done = await the_job(stack, job.id)
+    assert (done.state, done.last_error) == (BackfillState.DONE, None)
+    assert await account_events(stack, "integrated_account:history_gap") == []
     assert len(polled(await read_events(stack.settings))) == 3
 
 
