@@ -20,6 +20,9 @@ from gateway.settings import KafkaSettings, describe_errors
 
 CONNECT_SECONDS = 10.0  # how long to try the broker before saying it cannot be reached
 POSITION_SECONDS = 10.0  # how long the partitions' ends may take to read
+# A following tail that has printed nothing for this long asks the broker for its topics, so a
+# broker that went away is said (once), not mistaken for a quiet topic; and so is its return.
+QUIET_SECONDS = 5.0
 
 
 class TailError(Exception):
@@ -88,7 +91,7 @@ async def tail(
                 print(f"ledgerhook tail: waiting for new records on {topic} (Ctrl-C stops)", file=sys.stderr)
         else:
             await consumer.seek_to_beginning(*assigned)
-        return await _print_records(consumer, follow=follow, limit=limit, out=out)
+        return await _print_records(consumer, follow=follow, limit=limit, out=out, bootstrap=bootstrap)
     except KafkaError as exc:
         raise TailError(f"lost the broker at {bootstrap} ({type(exc).__name__})") from None
     finally:
@@ -112,12 +115,24 @@ async def _seek_to_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartiti
         consumer.seek(tp, max(listed[tp], consumer.highwater(tp) or 0))
 
 
-async def _print_records(consumer: AIOKafkaConsumer, *, follow: bool, limit: int | None, out: TextIO) -> int:
+async def _print_records(
+    consumer: AIOKafkaConsumer, *, follow: bool, limit: int | None, out: TextIO, bootstrap: str
+) -> int:
     printed = 0
+    heard = time.monotonic()  # the last time the broker was known to answer
+    lost = False
     while limit is None or printed < limit:
         batch = await consumer.getmany(timeout_ms=1000)
         if not batch and not follow:
             break  # caught up
+        if batch or (follow and time.monotonic() - heard >= QUIET_SECONDS):
+            answers = bool(batch) or await _answers(consumer)
+            if answers:
+                heard = time.monotonic()
+            if answers == lost:  # a change: say it once
+                lost = not answers
+                said = "the broker answers again" if answers else "the broker stopped answering; still trying"
+                print(f"ledgerhook tail: {said} at {bootstrap} (Ctrl-C stops)", file=sys.stderr, flush=True)
         for records in batch.values():
             for record in records:
                 if limit is not None and printed >= limit:
@@ -125,6 +140,16 @@ async def _print_records(consumer: AIOKafkaConsumer, *, follow: bool, limit: int
                 print(render(record), file=out, flush=True)
                 printed += 1
     return printed
+
+
+async def _answers(consumer: AIOKafkaConsumer) -> bool:
+    """Whether the broker answers a metadata request within CONNECT_SECONDS."""
+    try:
+        async with asyncio.timeout(CONNECT_SECONDS):
+            await consumer.topics()
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    return True
 
 
 def run_tail(args: argparse.Namespace) -> int:

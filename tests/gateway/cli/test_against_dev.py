@@ -6,6 +6,7 @@ its process group). Each command is a real process; none may print a traceback. 
 may start consuming a little after `/readyz` answers 200, so events are awaited with a deadline.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -23,8 +24,10 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import SAMPLE_PROVIDERS
-from gateway.dev.embedded import free_port
+from gateway.dev.embedded import EmbeddedBroker, free_port
 from gateway.dev.secrets import DEV_CONNECTION_SECRETS, DEV_SECRETS
+from gateway.runtime.kafka import ensure_topics
+from gateway.settings import load_settings
 
 LEDGERHOOK = [sys.executable, "-m", "gateway.cli"]
 # No setting from the environment: what works here works on a fresh machine next to `dev`.
@@ -383,6 +386,37 @@ def test_tail_without_a_broker_says_so_in_one_line() -> None:
     assert result.stderr.endswith("is ledgerhook dev running? (--bootstrap)\n")
     assert result.stderr.startswith("ledgerhook tail: cannot reach the broker at 127.0.0.1:")
     assert len(result.stderr.splitlines()) == 1  # no client library lines either
+
+
+def test_a_following_tail_says_when_the_broker_goes_and_comes_back(
+    tmp_path: Path, follow: Callable[[list[str]], Follower]
+) -> None:
+    """A broker of its own (the module's stack keeps running): stopped under a following tail, then
+    started again on the same port. Each change is said once, on standard error; Ctrl-C still
+    stops the tail quietly."""
+    port = free_port()
+    broker = EmbeddedBroker(port, log_path=tmp_path / "broker.log")
+    broker.start()
+    try:
+        settings = load_settings(
+            database_url="postgresql://unused@127.0.0.1/unused", kafka_bootstrap_servers=broker.bootstrap
+        )
+        asyncio.run(ensure_topics(settings))
+        follower = follow(["tail", CHANGES, "--bootstrap", broker.bootstrap])
+        time.sleep(3)  # following an empty topic
+        broker.stop()
+        wait_until(lambda: "stopped answering" in follower.err.read_text(), "the loss said", 40)
+        broker = EmbeddedBroker(port, log_path=tmp_path / "broker-again.log")
+        broker.start()
+        wait_until(lambda: "answers again" in follower.err.read_text(), "the return said", 40)
+        assert follower.ctrl_c() == 130
+    finally:
+        broker.stop()
+    said = follower.err.read_text().splitlines()
+    assert said == [
+        f"ledgerhook tail: the broker stopped answering; still trying at {broker.bootstrap} (Ctrl-C stops)",
+        f"ledgerhook tail: the broker answers again at {broker.bootstrap} (Ctrl-C stops)",
+    ]
 
 
 def test_the_banner_suggestions_work_as_printed(dev: Dev, follow: Callable[[list[str]], Follower]) -> None:
