@@ -195,17 +195,15 @@ async def test_a_backfill_past_what_quickbooks_serves_publishes_one_history_gap(
     assert len(polled(await read_events(stack.settings))) == 2  # what it still serves was read
 
 
-async def test_a_quickbooks_page_planned_at_the_edge_and_sent_later_is_moved_up_with_a_gap(
-    stack: TokenStack,
-) -> None:
+async def backfill_planned_at(stack: TokenStack, planned_since: datetime) -> str:
+    """A 5-day backfill of a realm with three invoices whose saved first request starts at
+    `planned_since`, as if planned then, run to its end (done, no error); its connection's id."""
     realm = str(uuid.uuid4().int)[:16]
     stack.emu.book(QB, realm).create_many("Invoice", 3, spacing=DAY)
     connection_id, _, _ = await stack.connect(QB, account=realm)
     jobs = BackfillJobs(stack.pool)
     job = await jobs.create(await connection(stack, connection_id), datetime.now(UTC) - timedelta(days=5))
-    # As if planned at CDC's 30-day edge and resumed after a long wait (a handover, a 429).
-    stale = datetime.now(UTC) - timedelta(days=30, minutes=5)
-    (planned,) = quickbooks.first_requests(PollTarget(realm), stale, ["Invoice"])
+    (planned,) = quickbooks.first_requests(PollTarget(realm), planned_since, ["Invoice"])
     await stack.pool.execute(
         "UPDATE poll_backfills SET pending = $2::jsonb WHERE id = $1", job.id, requests_to_json([planned])
     )
@@ -213,10 +211,19 @@ async def test_a_quickbooks_page_planned_at_the_edge_and_sent_later_is_moved_up_
         await eventually(job_is(stack, job.id, BackfillState.DONE, BackfillState.FAILED))
     done = await the_job(stack, job.id)
     assert (done.state, done.last_error) == (BackfillState.DONE, None)
+    assert len(polled(await read_events(stack.settings))) == 3
+    return connection_id
+
+
+async def test_a_quickbooks_page_planned_at_the_edge_and_sent_later_is_moved_up_with_a_gap(
+    stack: TokenStack,
+) -> None:
+    # As if planned at CDC's 30-day edge and resumed after a long wait (a handover, a 429).
+    stale = datetime.now(UTC) - timedelta(days=30, minutes=5)
+    connection_id = await backfill_planned_at(stack, stale)
     gaps = await account_events(stack, "integrated_account:history_gap")
     assert [(g["origin"], g["connection_id"]) for g in gaps] == [("backfill", connection_id)]
     assert datetime.fromisoformat(gaps[0]["lost_from"]) == stale.replace(microsecond=0)
-    assert len(polled(await read_events(stack.settings))) == 3
 
 
 async def test_a_quickbooks_page_planned_at_the_floor_a_moment_ago_keeps_its_start(
@@ -225,23 +232,10 @@ async def test_a_quickbooks_page_planned_at_the_floor_a_moment_ago_keeps_its_sta
     """The floor moves with the clock: a request planned there a few seconds before it is sent (so
     its start is a few whole seconds behind the floor now) is still served, and is neither moved up
     nor announced as a gap."""
-    realm = str(uuid.uuid4().int)[:16]
-    stack.emu.book(QB, realm).create_many("Invoice", 3, spacing=DAY)
-    connection_id, _, _ = await stack.connect(QB, account=realm)
-    jobs = BackfillJobs(stack.pool)
-    job = await jobs.create(await connection(stack, connection_id), datetime.now(UTC) - timedelta(days=5))
     floor = oldest_served(QB, datetime.now(UTC) - timedelta(seconds=3))
     assert floor is not None
-    (planned,) = quickbooks.first_requests(PollTarget(realm), floor, ["Invoice"])
-    await stack.pool.execute(
-        "UPDATE poll_backfills SET pending = $2::jsonb WHERE id = $1", job.id, requests_to_json([planned])
-    )
-    async with polling(stack):
-        await eventually(job_is(stack, job.id, BackfillState.DONE, BackfillState.FAILED))
-    done = await the_job(stack, job.id)
-    assert (done.state, done.last_error) == (BackfillState.DONE, None)
+    await backfill_planned_at(stack, floor)
     assert await account_events(stack, "integrated_account:history_gap") == []
-    assert len(polled(await read_events(stack.settings))) == 3
 
 
 async def test_a_watermark_older_than_quickbooks_serves_gives_one_history_gap_per_connection(
